@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SFCOMP := $(VENV)/bin/sfcomp
+DEMO_POOL ?= data/demo
+DEMO_WORK ?= work/demo
+DEMO_SIZE ?= 60000
+ROUNDS ?= 3
+POOL ?= $(DEMO_POOL)
+EVAL ?= $(DEMO_POOL)/eval
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: install demo test bench bench-formats clean
+
+install: $(VENV)/.installed
+
+# torch/torchvision first, pinned to the releases on this machine's disk (pip's constraint file caps them).
+$(VENV)/.installed: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	@command -v dpkg >/dev/null && (dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
+	  echo "warning: could not install Debian package dataset-fashion-mnist; make-pool will say so") || true
+	touch $@
+
+demo: install
+	@test -f $(DEMO_POOL)/.complete || $(SFCOMP) make-pool --source fashion-mnist --out $(DEMO_POOL) --size $(DEMO_SIZE)
+	$(SFCOMP) run --pool $(DEMO_POOL) --workdir $(DEMO_WORK) --rounds $(ROUNDS)
+	$(SFCOMP) export-subset --scores $(DEMO_WORK)/final_scores.npy --top-frac 0.3 --random-frac 0.0 -o $(DEMO_WORK)/sfcomp_top30.npy
+	$(SFCOMP) validate-subset $(DEMO_WORK)/sfcomp_top30.npy --pool $(DEMO_POOL)
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/run_all.py --pool $(POOL) --eval $(EVAL)
+
+bench-formats: install
+	$(PY) bench/bench_uids.py
+	$(PY) bench/bench_validate.py
+
+clean:
+	rm -rf $(VENV) work .pytest_cache

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sfcomp",
+    version="0.1.0",
+    description="Iterative self-filtering of image-text pools for CLIP, in DataComp's formats",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sfcomp", "sfcomp.*", "baselines", "baselines.*", "eval", "eval.*"]),
+    package_data={"sfcomp": ["presets/*.json", "configs/*.json"], "baselines": ["assets/*"], "eval": ["configs/*"]},
+    install_requires=[
+        "numpy>=1.24,<2.4",  # open_clip 3.3's zero-shot code breaks on numpy 2.4
+        "pandas>=2.0",
+        "pyarrow>=14",
+        "click>=8.1",
+        "fsspec>=2023.1",
+        "pillow>=10",
+        "matplotlib>=3.7",
+        "torch>=2.1",
+        "torchvision",
+        "open_clip_torch>=2.24",
+        "webdataset<0.2.96",  # open_clip 3.3's trainer needs the older webdataset (KeyError 'fname')
+        "img2dataset>=1.45",
+        "tqdm",
+    ],
+    extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
+    entry_points={"console_scripts": ["sfcomp=sfcomp.cli:main"]},
+)

@@ -1,0 +1,44 @@
+"""Atomic file writes: write to a temp file in the same folder, fsync, then rename over the target.
+
+A crash leaves either the old file or the new one, never half of one, plus at worst a stray
+`.tmp-*` file that the next write cleans up.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+    import numpy as np
+
+    with atomic_open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)

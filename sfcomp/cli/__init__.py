@@ -1,0 +1,68 @@
+"""The `sfcomp` command: a thin click layer. Subcommands are imported only when run, so `--help` is fast.
+
+Each entry maps a command name to ("module:function", short help). Logic lives in the library modules.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from ..errors import SfcompError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate-subset": ("sfcomp.cli.subset_cmds:validate_subset", "Check a subset .npy against DataComp's rules and a pool."),
+    "download": ("sfcomp.cli.pool_cmds:download", "Download a pool with img2dataset using DataComp's settings (resumable)."),
+    "make-pool": ("sfcomp.cli.pool_cmds:make_pool", "Build a noisy DataComp-format demo pool from a real dataset."),
+    "round": ("sfcomp.cli.loop_cmds:round_cmd", "Run one self-filtering round: train, score every sample, select."),
+    "run": ("sfcomp.cli.loop_cmds:run_cmd", "Chain self-filtering rounds; resumes from the last finished round."),
+    "export-subset": ("sfcomp.cli.loop_cmds:export_subset", "Scores -> DataComp subset (top + random), with a JSON sidecar."),
+    "scores-to-parquet": ("sfcomp.cli.loop_cmds:scores_to_parquet", "Convert a score file to parquet for pandas users."),
+    "baseline": ("sfcomp.cli.baseline_cmds:baseline", "Apply one of DataComp's baseline filters to pool metadata."),
+    "reshard": ("sfcomp.cli.eval_cmds:reshard", "Reshard a pool to a subset for training (DataComp resharder semantics)."),
+    "train-eval": ("sfcomp.cli.eval_cmds:train_eval", "Train a CLIP at a fixed scale on a subset and evaluate it."),
+    "evaluate": ("sfcomp.cli.eval_cmds:evaluate", "Zero-shot classification / retrieval of a checkpoint on wds eval sets."),
+    "compare": ("sfcomp.cli.eval_cmds:compare", "Table and plot of methods side by side from eval results."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        target, short = COMMANDS[name]
+        module, func = target.split(":")
+        try:
+            cmd = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as e:
+            if ctx.resilient_parsing or "--help" in sys.argv[1:2]:
+                return click.Command(name, help=f"{short} (unavailable: {e})", short_help=short)
+            raise
+        cmd.short_help = short
+        return cmd
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SfcompError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sfcomp")
+def main() -> None:
+    """sfcomp: curate image-text pools for CLIP by iterative self-filtering (DataComp formats)."""
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""DataComp uids: 32-char lower-case hex <-> the `u8,u8` subset dtype, and subset files.
+
+A uid is a 128-bit number; DataComp stores it as `(f0, f1) = divmod(int(uid, 16), 2**64)` in a structured
+array of dtype `np.dtype("u8,u8")` (little-endian), sorted by (f0, f1), which is also hex-string order.
+Everything here is vectorised: no Python loop over uids.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .atomic import atomic_open
+from .errors import BadInputError
+
+UID_DTYPE = np.dtype([("f0", "<u8"), ("f1", "<u8")])
+
+_HEX_CHARS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLE = np.full(256, 255, dtype=np.uint8)  # ascii byte -> nibble; 255 marks a non-hex byte
+_NIBBLE[_HEX_CHARS] = np.arange(16, dtype=np.uint8)
+
+
+def _ascii_matrix(uids, source: str | None) -> np.ndarray:
+    """Any array-like of 32-char strings -> (N, 32) uint8 ascii codes, without a per-uid loop where possible."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        pa = None
+    if pa is not None and isinstance(uids, (pa.ChunkedArray, pa.Array)):
+        chunks = uids.chunks if isinstance(uids, pa.ChunkedArray) else [uids]
+        parts = [_arrow_ascii(c, source) for c in chunks]
+        return np.concatenate(parts) if parts else np.empty((0, 32), np.uint8)
+    if hasattr(uids, "to_numpy") and not isinstance(uids, np.ndarray):  # pandas Series / Index
+        uids = uids.to_numpy()
+    arr = np.asarray(uids)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype("U")
+        except (TypeError, ValueError) as e:
+            raise BadInputError(source, f"uids must be strings ({e})") from None
+    if arr.dtype.kind == "U":
+        if arr.dtype.itemsize // 4 != 32:
+            _raise_bad_length(arr, source)
+        codes = arr.view(np.uint32).reshape(-1, 32)
+        if len(codes) and codes.max() > 127:
+            _raise_bad_chars(arr, codes >= 128, source)
+        return codes.astype(np.uint8)
+    if arr.dtype.kind == "S":
+        if arr.dtype.itemsize != 32:
+            _raise_bad_length(arr, source)
+        return arr.view(np.uint8).reshape(-1, 32)
+    raise BadInputError(source, f"uids must be 32-char hex strings, got dtype {arr.dtype}")
+
+
+def _arrow_ascii(chunk, source: str | None) -> np.ndarray:
+    import pyarrow as pa
+
+    if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type) or pa.types.is_binary(chunk.type)):
+        raise BadInputError(source, f"uid column has type {chunk.type}, expected 32-char hex strings")
+    if chunk.null_count:
+        raise BadInputError(source, f"uid column has {chunk.null_count} null values")
+    n = len(chunk)
+    if n == 0:
+        return np.empty((0, 32), np.uint8)
+    off_dtype = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=off_dtype)[chunk.offset : chunk.offset + n + 1]
+    lengths = np.diff(offsets)
+    if (lengths != 32).any():
+        bad = int(np.flatnonzero(lengths != 32)[0])
+        raise BadInputError(source, f"malformed uid at row {bad}: {chunk[bad].as_py()!r} is not 32 hex characters")
+    data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)
+    return data[offsets[0] : offsets[-1]].reshape(n, 32)
+
+
+def _raise_bad_length(arr: np.ndarray, source: str | None):
+    lengths = np.char.str_len(arr)
+    bad = int(np.flatnonzero(lengths != 32)[0]) if (lengths != 32).any() else 0
+    raise BadInputError(source, f"malformed uid at row {bad}: {_show(arr[bad])} is not 32 hex characters")
+
+
+def _raise_bad_chars(arr: np.ndarray, bad_mask: np.ndarray, source: str | None):
+    bad = int(np.flatnonzero(bad_mask.any(axis=1))[0])
+    raise BadInputError(source, f"malformed uid at row {bad}: {_show(arr[bad])} is not lower-case hex")
+
+
+def _show(x) -> str:
+    if isinstance(x, (bytes, np.bytes_)):
+        x = x.decode("ascii", "replace")
+    return repr(str(x))
+
+
+def hex_to_uids(uids, source: str | os.PathLike | None = None) -> np.ndarray:
+    """32-char lower-case hex strings (list, numpy, pandas or pyarrow) -> structured `u8,u8` array, same order.
+
+    Raises BadInputError naming `source` and the first bad row for a wrong length, upper case or a non-hex char.
+    """
+    src = None if source is None else os.fspath(source)
+    codes = _ascii_matrix(uids, src)
+    nib = _NIBBLE[codes]
+    if len(nib) and nib.max() == 255:
+        bad = int(np.flatnonzero((nib == 255).any(axis=1))[0])
+        shown = codes[bad].tobytes().decode("ascii", "replace")
+        raise BadInputError(src, f"malformed uid at row {bad}: {shown!r} is not lower-case hex")
+    packed = (nib[:, 0::2] << 4) | nib[:, 1::2]  # (N, 16) bytes, big-endian number
+    be = np.ascontiguousarray(packed).view(">u8")  # (N, 2): hi, lo
+    out = np.empty(len(codes), dtype=UID_DTYPE)
+    out["f0"] = be[:, 0]
+    out["f1"] = be[:, 1]
+    return out
+
+
+def uids_to_hex(uids: np.ndarray) -> np.ndarray:
+    """Structured `u8,u8` array -> numpy array of 32-char lower-case hex str (dtype <U32)."""
+    uids = np.asarray(uids)
+    be = np.empty((len(uids), 2), dtype=">u8")
+    be[:, 0] = uids["f0"]
+    be[:, 1] = uids["f1"]
+    b = be.view(np.uint8).reshape(-1, 16)
+    chars = np.empty((len(uids), 32), dtype=np.uint8)
+    chars[:, 0::2] = _HEX_CHARS[b >> 4]
+    chars[:, 1::2] = _HEX_CHARS[b & 15]
+    return chars.view("S32").reshape(-1).astype("U32")
+
+
+def uid_to_int(uid: str) -> int:
+    return int(uid, 16)
+
+
+def sort_uids(uids: np.ndarray) -> np.ndarray:
+    """Sort by (f0, f1). Uses a fast uint64 sort on f0 and only falls back to lexsort when f0 ties exist."""
+    uids = np.asarray(uids, dtype=UID_DTYPE)
+    order = np.argsort(uids["f0"], kind="stable")
+    out = uids[order]
+    f0 = out["f0"]
+    if len(out) > 1 and (f0[1:] == f0[:-1]).any():
+        out = uids[np.lexsort((uids["f1"], uids["f0"]))]
+    return out
+
+
+def _le(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a["f0"] < b["f0"]) | ((a["f0"] == b["f0"]) & (a["f1"] <= b["f1"]))
+
+
+def _eq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a["f0"] == b["f0"]) & (a["f1"] == b["f1"])
+
+
+def first_unsorted(uids: np.ndarray) -> int | None:
+    """Index i of the first pair with uids[i] > uids[i+1], or None when sorted (duplicates allowed)."""
+    if len(uids) < 2:
+        return None
+    ok = _le(uids[:-1], uids[1:])
+    return None if ok.all() else int(np.argmin(ok))
+
+
+def count_duplicates(sorted_uids: np.ndarray) -> int:
+    """Number of entries that repeat the entry before them, in a sorted array."""
+    if len(sorted_uids) < 2:
+        return 0
+    return int(_eq(sorted_uids[:-1], sorted_uids[1:]).sum())
+
+
+def unique_sorted(sorted_uids: np.ndarray) -> np.ndarray:
+    if len(sorted_uids) < 2:
+        return sorted_uids
+    keep = np.ones(len(sorted_uids), dtype=bool)
+    keep[1:] = ~_eq(sorted_uids[:-1], sorted_uids[1:])
+    return sorted_uids[keep]
+
+
+def isin_sorted(query: np.ndarray, sorted_ref: np.ndarray) -> np.ndarray:
+    """Boolean mask: which `query` uids occur in `sorted_ref` (which must be sorted)."""
+    ref0, ref1 = sorted_ref["f0"], sorted_ref["f1"]
+    q0, q1 = query["f0"], query["f1"]
+    lo = np.searchsorted(ref0, q0, side="left")
+    hi = np.searchsorted(ref0, q0, side="right")
+    found = np.zeros(len(query), dtype=bool)
+    single = hi - lo == 1
+    found[single] = ref1[lo[single]] == q1[single]
+    # f0 collisions (two uids sharing their top 64 bits) are astronomically rare in random uids: check exactly.
+    for i in np.flatnonzero(hi - lo > 1):
+        found[i] = bool((ref1[lo[i] : hi[i]] == q1[i]).any())
+    return found
+
+
+def write_subset(path: str | os.PathLike, uids: np.ndarray, allow_duplicates: bool = False) -> np.ndarray:
+    """Write a DataComp subset: exactly `u8,u8`, sorted, unique unless `allow_duplicates` (upsampling), atomic.
+
+    Returns the array written.
+    """
+    arr = sort_uids(np.asarray(uids, dtype=UID_DTYPE))
+    if not allow_duplicates:
+        arr = unique_sorted(arr)
+    with atomic_open(path, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    return arr
+
+
+def read_subset(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
+    """Read a subset as DataComp's resharder does: `.npy` (by its magic bytes) or a raw `u8,u8` memmap."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except FileNotFoundError:
+        raise BadInputError(path, "subset file does not exist") from None
+    if magic == b"\x93NUMPY":
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise BadInputError(path, f"unreadable .npy ({e})") from None
+        if arr.dtype != UID_DTYPE:
+            raise BadInputError(path, f"wrong dtype {arr.dtype}, expected u8,u8 (fields f0,f1, little-endian)")
+        if arr.ndim != 1:
+            raise BadInputError(path, f"subset must be 1-D, got shape {arr.shape}")
+        return arr
+    size = path.stat().st_size
+    if size % UID_DTYPE.itemsize:
+        raise BadInputError(path, f"neither .npy nor a raw u8,u8 memmap ({size} bytes is not a multiple of 16)")
+    if size == 0:
+        return np.empty(0, UID_DTYPE)
+    return np.memmap(path, dtype=UID_DTYPE, mode="r") if mmap else np.fromfile(path, dtype=UID_DTYPE)
+
+
+def check_subset(path: str | os.PathLike, arr: np.ndarray, allow_duplicates: bool = False) -> None:
+    """Raise BadInputError if `arr` (read from `path`) is unsorted or has duplicates (unless allowed)."""
+    i = first_unsorted(arr)
+    if i is not None:
+        raise BadInputError(path, f"subset is not sorted (entry {i + 1} < entry {i}); DataComp's resharder "
+                                  "would silently select the wrong samples: sort it (sfcomp.uids.write_subset)")
+    if not allow_duplicates:
+        d = count_duplicates(arr)
+        if d:
+            raise BadInputError(path, f"subset has {d} duplicate uids (pass --allow-duplicates if upsampling is meant)")
+
+
+def concat(parts: Iterable[np.ndarray]) -> np.ndarray:
+    parts = list(parts)
+    return np.concatenate(parts) if parts else np.empty(0, UID_DTYPE)
