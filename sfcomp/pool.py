@@ -270,37 +270,43 @@ def iter_shard_samples(
             errors.add("missing_shards", f"{url}: shard does not exist")
             continue
         current["url"] = url
-        src = url if _is_url(url) else f"file:{p}"
-        stream = wds.tarfile_samples([{"url": src}], handler=handler)
-        for raw in stream:
-            try:
-                meta = json.loads(raw["json"])
-                uid = meta["uid"]
-            except Exception as e:  # noqa: BLE001 - any broken json is a corrupt member
-                errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: bad json ({e})")
-                continue
-            if keep_uid is not None and not keep_uid(uid):
-                continue
-            img = raw.get("jpg") or raw.get("png") or raw.get("webp") or raw.get("jpeg")
-            if img is None:
-                errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: no image member")
-                continue
-            if decode == "pil":
-                from PIL import Image
+        with fs.open(p, "rb") as stream:
+            # webdataset's own tar expansion and key grouping, over any fsspec stream (local, s3://, ...)
+            members = wds.tariterators.tar_file_expander([{"stream": stream, "url": url}], handler=handler)
+            yield from _samples(url, wds.tariterators.group_by_keys(members, handler=handler), keep_uid, decode,
+                                errors)
 
-                try:
-                    im = Image.open(io.BytesIO(img))
-                    im.load()
-                    img = im.convert("RGB")
-                except Exception as e:  # noqa: BLE001
-                    errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: undecodable image ({e})")
-                    continue
-            txt = raw.get("txt")
-            yield {
-                "uid": uid,
-                "key": raw.get("__key__"),
-                "image": img,
-                "text": txt.decode("utf-8") if isinstance(txt, bytes) else meta.get("caption", ""),
-                "json": meta,
-                "shard": url,
-            }
+
+def _samples(url, grouped, keep_uid, decode, errors) -> Iterator[dict]:
+    for raw in grouped:
+        try:
+            meta = json.loads(raw["json"])
+            uid = meta["uid"]
+        except Exception as e:  # noqa: BLE001 - any broken json is a corrupt member
+            errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: bad json ({e})")
+            continue
+        if keep_uid is not None and not keep_uid(uid):
+            continue
+        img = raw.get("jpg") or raw.get("png") or raw.get("webp") or raw.get("jpeg")
+        if img is None:
+            errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: no image member")
+            continue
+        if decode == "pil":
+            from PIL import Image
+
+            try:
+                im = Image.open(io.BytesIO(img))
+                im.load()
+                img = im.convert("RGB")
+            except Exception as e:  # noqa: BLE001
+                errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: undecodable image ({e})")
+                continue
+        txt = raw.get("txt")
+        yield {
+            "uid": uid,
+            "key": raw.get("__key__"),
+            "image": img,
+            "text": txt.decode("utf-8") if isinstance(txt, bytes) else meta.get("caption", ""),
+            "json": meta,
+            "shard": url,
+        }

@@ -103,8 +103,10 @@ def hex_to_uids(uids, source: str | os.PathLike | None = None) -> np.ndarray:
     nib = _NIBBLE[codes]
     if len(nib) and nib.max() == 255:
         bad = int(np.flatnonzero((nib == 255).any(axis=1))[0])
-        shown = codes[bad].tobytes().decode("ascii", "replace")
-        raise BadInputError(src, f"malformed uid at row {bad}: {shown!r} is not lower-case hex")
+        shown = codes[bad].tobytes().rstrip(b"\0").decode("ascii", "replace")
+        # numpy pads shorter strings with NUL bytes: a NUL means the uid was too short
+        why = "is not 32 hex characters" if (codes[bad] == 0).any() else "is not lower-case hex"
+        raise BadInputError(src, f"malformed uid at row {bad}: {shown!r} {why}")
     packed = (nib[:, 0::2] << 4) | nib[:, 1::2]  # (N, 16) bytes, big-endian number
     be = np.ascontiguousarray(packed).view(">u8")  # (N, 2): hi, lo
     out = np.empty(len(codes), dtype=UID_DTYPE)

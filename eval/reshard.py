@@ -1,0 +1,349 @@
+"""Reshard a pool to a subset for training, with DataComp's resharder semantics.
+
+- The subset is a sorted `u8,u8` array (.npy or raw memmap). Each sample's `json["uid"]` is looked up by binary
+  search; a uid listed k times is written k times (upsampling), as keys `<uid>-0 ... <uid>-(k-1)`.
+- An UNSORTED subset is refused (DataComp's resharder would silently select the wrong samples).
+- Requested vs found counts are reported; uids missing from the shards (failed downloads, unknown uids) are
+  counted, not fatal.
+- Output: `OUT/{:08d}.tar` shards of at most `shard_size` samples (all members copied byte for byte),
+  `OUT/{:08d}_stats.json` ({"successes": n}), `OUT/sample_ids.npy` (copy of the subset), `OUT/meta.json`
+  (with DataComp's `output_shard_count` / `output_shard_format` keys, which its train.py reads). meta.json is
+  written last: it is the completion marker.
+- Atomic and resumable: every shard is written to a temp file and renamed; progress is recorded after each shard,
+  and a rerun continues from the last finished shard (the input is re-read from the input shard where that
+  shard started). Single process: input shards are read in sorted order, so the output is deterministic.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from sfcomp import __version__ as SFCOMP_VERSION
+from sfcomp import uids as U
+from sfcomp.atomic import atomic_open, write_json
+from sfcomp.errors import BadInputError
+from sfcomp.pool import Pool
+
+OUTPUT_SHARD_FORMAT = "{:08d}.tar"
+OUTPUT_STATS_FORMAT = "{:08d}_stats.json"
+STATE_FILE = ".reshard_state.json"
+LOOKUP_BATCH = 512
+
+
+@dataclass
+class ReshardReport:
+    """What a reshard did. `requested` counts subset entries (duplicates included)."""
+
+    input_dir: str
+    output_dir: str
+    subset_file: str
+    subset_sha256: str
+    shard_size: int
+    requested: int = 0
+    requested_unique: int = 0
+    output_count: int = 0
+    found_unique: int | None = 0  # None after a resume (only a full pass counts it)
+    not_found: int = 0
+    processed_count: int = 0
+    expected_input_count: int | None = None
+    input_shards: int = 0
+    input_shards_without_stats: int = 0
+    corrupt_members: int = 0
+    output_shard_count: int = 0
+    output_shard_format: str = OUTPUT_SHARD_FORMAT
+    resumed_from_shard: int = 0
+    elapsed_s: float = 0.0
+    sfcomp_version: str = SFCOMP_VERSION
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        pct = 100.0 * self.output_count / max(self.requested, 1)
+        return (f"resharded {self.output_count}/{self.requested} requested samples ({pct:.1f}%; "
+                f"{self.found_unique if self.found_unique is not None else '?'}/{self.requested_unique} unique uids found, "
+                f"{self.not_found} not found) "
+                f"into {self.output_shard_count} shards in {self.output_dir}")
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_sorted_subset(path: str | os.PathLike) -> np.ndarray:
+    """Read a subset and refuse it unless sorted (duplicates allowed: they mean upsampling)."""
+    arr = U.read_subset(path)
+    i = U.first_unsorted(arr)
+    if i is not None:
+        raise BadInputError(path, f"subset is not sorted (entry {i + 1} < entry {i}); refusing to reshard, since "
+                                  "a binary search over it would select the wrong samples. Sort it first "
+                                  "(sfcomp.uids.write_subset(path, uids, allow_duplicates=True))")
+    return arr
+
+
+def subset_counts(sorted_subset: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """How many times each `query` uid occurs in `sorted_subset` (binary search, like DataComp's resharder)."""
+    if len(sorted_subset) == 0 or len(query) == 0:
+        return np.zeros(len(query), dtype=np.int64)
+    lo = np.searchsorted(sorted_subset, query, side="left")
+    hi = np.searchsorted(sorted_subset, query, side="right")
+    return (hi - lo).astype(np.int64)
+
+
+def _input_shards(input_dir: str) -> tuple[str, list[str]]:
+    """(shards folder, sorted tar paths). `input_dir` is a pool root (with shards/) or a shards folder."""
+    root = Path(input_dir)
+    if (root / "shards").is_dir():
+        shards_dir = root / "shards"
+    elif root.is_dir():
+        shards_dir = root
+    else:
+        raise BadInputError(input_dir, "input folder does not exist")
+    tars = Pool(str(shards_dir.parent)).shard_files() if shards_dir.name == "shards" else sorted(
+        str(p) for p in shards_dir.glob("*.tar") if p.stem.isdigit())
+    if not tars:
+        raise BadInputError(shards_dir, "no input shards ({:08d}.tar) found")
+    return str(shards_dir), tars
+
+
+def _split_member(name: str) -> tuple[str | None, str]:
+    """webdataset's grouping rule: key = path up to the first dot of the basename, ext = the rest (lower case)."""
+    d, base = os.path.split(name)
+    if "." not in base:
+        return None, ""
+    stem, ext = base.split(".", 1)
+    return (f"{d}/{stem}" if d else stem), ext.lower()
+
+
+def iter_raw_samples(tar_path: str, errors: list[str]) -> Iterator[dict[str, bytes]]:
+    """Samples of one tar as {ext: bytes, "__key__": key}, members grouped by key; broken members are counted."""
+    current: dict | None = None
+    try:
+        with tarfile.open(tar_path, mode="r|*") as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                key, ext = _split_member(m.name)
+                if key is None:
+                    continue
+                data = tf.extractfile(m).read()
+                if current is None or current["__key__"] != key or ext in current:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": key}
+                current[ext] = data
+    except (tarfile.TarError, OSError, EOFError) as e:
+        errors.append(f"{tar_path}: {type(e).__name__}: {e}")
+    if current is not None:
+        yield current
+
+
+def _expected_count(tar_path: str) -> int | None:
+    stats = Path(tar_path[: -len(".tar")] + "_stats.json")
+    if not stats.exists():
+        return None
+    try:
+        return int(json.loads(stats.read_text())["successes"])
+    except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
+        raise BadInputError(stats, f"unreadable img2dataset stats ({e})") from None
+
+
+def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> None:
+    with atomic_open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for s in samples:
+            for ext, data in s.items():
+                if ext.startswith("__"):
+                    continue
+                info = tarfile.TarInfo(f"{s['__key__']}.{ext}")
+                info.size = len(data)
+                info.mtime = 0
+                info.mode = 0o644
+                tf.addfile(info, io.BytesIO(data))
+
+
+def _read_state(out: Path, subset_sha: str, shard_size: int) -> dict:
+    path = out / STATE_FILE
+    fresh = {"subset_sha256": subset_sha, "shard_size": shard_size, "shards_done": 0, "next_input": 0,
+             "skip_selected": 0, "output_count": 0}
+    if not path.exists():
+        return fresh
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return fresh
+    if state.get("subset_sha256") != subset_sha or state.get("shard_size") != shard_size:
+        return fresh
+    return state
+
+
+def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output_dir: str | os.PathLike,
+            shard_size: int = 10000, overwrite: bool = False, log=print) -> ReshardReport:
+    """Write the samples of `subset_file` found in `input_dir`'s shards to `output_dir` (see module doc).
+
+    Refuses an unsorted subset. A finished output folder for the same subset is left as is (its report is
+    returned); one for another subset needs `overwrite=True`.
+    """
+    if shard_size < 1:
+        raise BadInputError(None, f"shard size must be >= 1, got {shard_size}")
+    t0 = time.time()
+    subset = load_sorted_subset(subset_file)
+    subset_sha = _file_sha256(subset_file)
+    shards_dir, tars = _input_shards(str(input_dir))
+    out = Path(output_dir)
+    meta_path = out / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("subset_sha256") == subset_sha and meta.get("shard_size") == shard_size and not overwrite:
+            log(f"{out}: already resharded for this subset (meta.json present); nothing to do")
+            known = set(ReshardReport.__dataclass_fields__)
+            return ReshardReport(**{k: v for k, v in meta.items() if k in known})
+        if not overwrite:
+            raise BadInputError(out, "output folder holds a reshard of another subset or shard size "
+                                     "(pass --overwrite to replace it)")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    report = ReshardReport(input_dir=str(shards_dir), output_dir=str(out), subset_file=str(subset_file),
+                           subset_sha256=subset_sha, shard_size=shard_size, requested=len(subset),
+                           requested_unique=len(subset) - U.count_duplicates(subset), input_shards=len(tars))
+    expected = [_expected_count(t) for t in tars]
+    report.input_shards_without_stats = sum(e is None for e in expected)
+    if report.input_shards_without_stats:
+        report.warnings.append(f"{report.input_shards_without_stats} input shards have no _stats.json "
+                               "(img2dataset did not finish them); read anyway")
+    report.expected_input_count = sum(e for e in expected if e is not None)
+
+    state = _read_state(out, subset_sha, shard_size)
+    report.resumed_from_shard = state["shards_done"]
+    if state["shards_done"]:
+        log(f"{out}: resuming after {state['shards_done']} finished output shards")
+    shard_id = state["shards_done"]
+    output_count = state["output_count"]
+    skip = state["skip_selected"]  # selected samples of input shard `next_input` already written
+    buffer: list[dict] = []  # the output shard being filled; it started where the saved state points
+    errors: list[str] = []
+    found_unique = 0  # counted over a full pass only (not meaningful after a resume)
+
+    def flush() -> None:
+        nonlocal shard_id, buffer, output_count
+        _write_tar(out / OUTPUT_SHARD_FORMAT.format(shard_id), buffer)
+        write_json(out / OUTPUT_STATS_FORMAT.format(shard_id), {"successes": len(buffer)})
+        output_count += len(buffer)
+        shard_id += 1
+        buffer = []
+
+    def save_state(next_input: int, skip_selected: int) -> None:
+        write_json(out / STATE_FILE, {"subset_sha256": subset_sha, "shard_size": shard_size,
+                                      "shards_done": shard_id, "next_input": next_input,
+                                      "skip_selected": skip_selected, "output_count": output_count})
+
+    for ti in range(state["next_input"], len(tars)):
+        selected_here = 0  # selected outputs produced from this input shard so far (incl. skipped ones)
+        to_skip = skip if ti == state["next_input"] else 0
+        pending: list[dict] = []
+
+        def drain(batch: list[dict]) -> None:
+            nonlocal selected_here, to_skip, found_unique
+            keep, uid_hex = [], []
+            for s in batch:
+                try:
+                    uid_hex.append(json.loads(s["json"])["uid"])
+                    keep.append(s)
+                except (KeyError, ValueError, TypeError) as e:
+                    errors.append(f"{tars[ti]}: sample {s['__key__']}: no readable json uid ({e})")
+            if not keep:
+                return
+            try:
+                q = U.hex_to_uids(uid_hex, tars[ti])
+            except BadInputError:  # one malformed uid: convert one by one, dropping only the bad ones
+                good = []
+                for s, u in zip(keep, uid_hex):
+                    try:
+                        good.append((s, u, U.hex_to_uids([u], tars[ti])))
+                    except BadInputError as e:
+                        errors.append(f"{tars[ti]}: sample {s['__key__']}: {e.problem}")
+                if not good:
+                    return
+                keep, uid_hex = [g[0] for g in good], [g[1] for g in good]
+                q = U.concat(g[2] for g in good)
+            counts = subset_counts(subset, q)
+            for s, c, uid in zip(keep, counts, uid_hex):
+                if c:
+                    found_unique += 1
+                for j in range(int(c)):
+                    selected_here += 1
+                    if to_skip:
+                        to_skip -= 1
+                        continue
+                    buffer.append({**s, "__key__": f"{uid}-{j}"})
+                    if len(buffer) >= shard_size:
+                        flush()
+                        save_state(ti, selected_here)
+
+        for s in iter_raw_samples(tars[ti], errors):
+            report.processed_count += 1
+            if "json" not in s:
+                errors.append(f"{tars[ti]}: sample {s['__key__']} has no json member")
+                continue
+            pending.append(s)
+            if len(pending) >= LOOKUP_BATCH:
+                drain(pending)
+                pending = []
+        drain(pending)
+        if not buffer:
+            save_state(ti + 1, 0)
+    if buffer:
+        flush()
+    save_state(len(tars), 0)
+
+    report.output_shard_count = shard_id
+    report.output_count = output_count
+    report.not_found = report.requested - output_count
+    report.found_unique = found_unique if report.resumed_from_shard == 0 else None
+    report.corrupt_members = len(errors)
+    if errors:
+        report.warnings.append(f"{len(errors)} unreadable samples or tars; first: {errors[0]}")
+    if report.resumed_from_shard == 0 and report.expected_input_count and \
+            report.processed_count != report.expected_input_count and not report.input_shards_without_stats:
+        report.warnings.append(f"expected {report.expected_input_count} input samples (from _stats.json) "
+                               f"but found {report.processed_count}")
+    if report.not_found:
+        report.warnings.append(f"{report.not_found} of {report.requested} requested samples were not found "
+                               "in the input shards")
+    shutil.copyfile(subset_file, out / ".sample_ids.npy.tmp")
+    os.replace(out / ".sample_ids.npy.tmp", out / "sample_ids.npy")
+    report.elapsed_s = round(time.time() - t0, 3)
+    write_json(meta_path, {**report.as_dict(), "cwd": os.getcwd()})
+    (out / STATE_FILE).unlink(missing_ok=True)
+    for w in report.warnings:
+        log(f"warning: {w}")
+    return report
+
+
+def shard_pattern(resharded_dir: str | os.PathLike) -> str:
+    """The brace pattern of a finished reshard's shards (from meta.json, as DataComp's train.py builds it)."""
+    meta_path = Path(resharded_dir) / "meta.json"
+    if not meta_path.exists():
+        raise BadInputError(resharded_dir, "no meta.json: not a finished reshard (run `sfcomp reshard` first)")
+    meta = json.loads(meta_path.read_text())
+    n, fmt = int(meta["output_shard_count"]), meta["output_shard_format"]
+    if n < 1:
+        raise BadInputError(meta_path, "reshard holds no shards (no requested sample was found)")
+    first, last = fmt.format(0).replace(".tar", ""), fmt.format(n - 1).replace(".tar", "")
+    return str(Path(resharded_dir) / f"{{{first}..{last}}}.tar")

@@ -1,0 +1,152 @@
+"""Train an open_clip CLIP on a mix with open_clip's ClipLoss, AdamW and a cosine schedule with warmup.
+
+One code path for a single process and for torchrun: when torch.distributed is initialised, the model is
+wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU), every rank draws the same global batch order
+from the seed and takes its own slice of each global batch, and ClipLoss gathers features across ranks, so
+the global contrastive batch is the preset's batch size whatever the world size.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from .model import to_model_input
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size); (0, 1) when torch.distributed is not initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """open_clip's schedule: linear warmup to base_lr, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    e, es = step - warmup, max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * e / es)) * base_lr
+
+
+def make_optimizer(model, preset: dict):
+    """AdamW; no weight decay on gains, biases, embeddings' scale and logit_scale (as open_clip's trainer)."""
+    import torch
+
+    def exclude(name, p):
+        return p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if exclude(n, p)], "weight_decay": 0.0},
+        {"params": [p for n, p in params if not exclude(n, p)], "weight_decay": preset["wd"]},
+    ]
+    return torch.optim.AdamW(groups, lr=preset["lr"], betas=(preset["beta1"], preset["beta2"]), eps=preset["eps"])
+
+
+def steps_for(preset: dict, n_samples: int) -> int:
+    """Training steps for a mix of `n_samples`: the preset's `steps`, or `epochs` passes at its batch size."""
+    if preset.get("steps") is not None:
+        return int(preset["steps"])
+    batch = min(preset["batch_size"], max(1, n_samples))
+    return max(1, int(math.ceil(preset["epochs"] * n_samples / batch)))
+
+
+def batch_indices(n: int, batch_size: int, steps: int, seed: int, rank: int = 0,
+                  world_size: int = 1) -> Iterator[np.ndarray]:
+    """Row indices of this rank's part of each global batch: epochs of a seeded permutation, last partial
+    batch dropped; each rank takes a contiguous slice of the global batch (sorted, for memory-mapped reads)."""
+    batch = min(batch_size, n)
+    batch -= batch % world_size
+    if batch == 0:
+        raise ValueError(f"cannot form a batch from {n} samples across {world_size} ranks")
+    per_rank = batch // world_size
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < steps:
+        perm = rng.permutation(n)
+        for start in range(0, n - batch + 1, batch):
+            glob = perm[start : start + batch]
+            yield np.sort(glob[rank * per_rank : (rank + 1) * per_rank])
+            done += 1
+            if done >= steps:
+                return
+
+
+def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu", progress: bool = True,
+               on_step: Callable[[int, object], None] | None = None, desc: str = "train"):
+    """Core loop over `batches` of (images_u8 (b,H,W,3), tokens (b,ctx)) for `steps` optimiser steps.
+
+    `on_step(step, model)` is called after each step (e.g. to take score snapshots during training).
+    Returns the (unwrapped) model, in eval mode.
+    """
+    import torch
+    from open_clip import ClipLoss
+    from tqdm.auto import tqdm
+
+    rank, world = dist_info()
+    model.to(device)
+    model.train()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[torch.device(device).index] if torch.device(device).type == "cuda" else None)
+    loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
+    opt = make_optimizer(model, preset)
+    use_amp = preset.get("precision") == "amp_bf16" and torch.device(device).type == "cuda"
+    bar = tqdm(total=steps, desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+    step = 0
+    for images, tokens in batches:
+        if step >= steps:
+            break
+        lr = cosine_lr(step, preset["lr"], preset["warmup"], steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = to_model_input(images, preset, device)
+        t = torch.as_tensor(tokens).to(device, non_blocking=True).long()
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out = net(x, t)
+            if isinstance(out, dict):
+                out = (out["image_features"], out["text_features"], out["logit_scale"])
+            loss = loss_fn(out[0], out[1], out[2])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if preset.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), preset["grad_clip"])
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        if on_step is not None:
+            on_step(step, model)
+        if step % 10 == 0 or step == steps:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+        bar.update(1)
+    bar.close()
+    if step < steps:
+        raise RuntimeError(f"training data ran out after {step} of {steps} steps")
+    model.eval()
+    return model
+
+
+def train_on_arrays(model, images_u8: np.ndarray, tokens: np.ndarray, preset: dict, steps: int, seed: int,
+                    device="cpu", progress: bool = True,
+                    on_step: Callable[[int, object], None] | None = None, desc: str = "train"):
+    """Train `model` on in-memory (or memory-mapped) arrays: images (N,H,W,3) uint8, tokens (N,ctx) int.
+
+    Batches are drawn by a seeded permutation, so the same seed gives the same model (on the same device).
+    """
+    rank, world = dist_info()
+    n = len(images_u8)
+    if len(tokens) != n:
+        raise ValueError(f"{n} images but {len(tokens)} token rows")
+
+    def batches():
+        for idx in batch_indices(n, preset["batch_size"], steps, seed, rank, world):
+            yield images_u8[idx], tokens[idx]
+
+    return train_loop(model, batches(), preset, steps, device, progress, on_step, desc)
