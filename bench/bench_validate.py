@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, median, run_child  # noqa: E402
+from common import PEAK_MB_SNIPPET, machine, median, run_child  # noqa: E402
 
 from sfcomp import uids as U  # noqa: E402
 
@@ -59,9 +59,11 @@ def main() -> None:
     rng = np.random.default_rng(1)
     subset_path = os.path.join(args.dir, "subset.npy")
     U.write_subset(subset_path, arr[rng.choice(args.n, args.subset, replace=False)])
-    code = ("import json, resource, time; t=time.perf_counter(); from sfcomp.validate import validate_subset; "
+    del arr
+    code = (f"import json, time; {PEAK_MB_SNIPPET}; t=time.perf_counter(); "
+            "from sfcomp.validate import validate_subset; "
             f"r = validate_subset({subset_path!r}, {args.dir!r}); "
-            "print(json.dumps({'wall_s': time.perf_counter()-t, 'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, **r.as_dict()}))")
+            "print(json.dumps({'wall_s': time.perf_counter()-t, 'peak_mb': _peak(), **r.as_dict()}))")
     runs = [run_child(code) for _ in range(args.repeats)]
     print(json.dumps({"machine": machine(), "metadata_rows": args.n, "subset": args.subset,
                       "median_wall_s": median([r["wall_s"] for r in runs]),

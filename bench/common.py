@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,15 @@ def run_child(code: str) -> dict:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.setdefault("wall_s", wall)
     return result
 
 
-def child_peak_mb_snippet() -> str:
-    return "import resource; _peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024"
+# ru_maxrss survives execve on Linux (a child spawned by a big parent reports the parent's peak); VmHWM is per
+# address space, so a fresh interpreter reads its own peak.
+PEAK_MB_SNIPPET = ("_peak = lambda: next(int(l.split()[1]) / 1024 for l in open('/proc/self/status') "
+                   "if l.startswith('VmHWM'))")
 
 
 def median(xs):

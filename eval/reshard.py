@@ -16,11 +16,9 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
-import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +31,8 @@ from sfcomp import uids as U
 from sfcomp.atomic import atomic_open, write_json
 from sfcomp.errors import BadInputError
 from sfcomp.pool import Pool
+
+from . import fasttar
 
 OUTPUT_SHARD_FORMAT = "{:08d}.tar"
 OUTPUT_STATS_FORMAT = "{:08d}_stats.json"
@@ -121,7 +121,7 @@ def _input_shards(input_dir: str) -> tuple[str, list[str]]:
     return str(shards_dir), tars
 
 
-def _split_member(name: str) -> tuple[str | None, str]:
+def split_member(name: str) -> tuple[str | None, str]:
     """webdataset's grouping rule: key = path up to the first dot of the basename, ext = the rest (lower case)."""
     d, base = os.path.split(name)
     if "." not in base:
@@ -131,23 +131,21 @@ def _split_member(name: str) -> tuple[str | None, str]:
 
 
 def iter_raw_samples(tar_path: str, errors: list[str]) -> Iterator[dict[str, bytes]]:
-    """Samples of one tar as {ext: bytes, "__key__": key}, members grouped by key; broken members are counted."""
+    """Samples of one tar as {ext: bytes, "__key__": key}, members grouped by key (webdataset's rule);
+    a damaged tar is counted in `errors` and read up to the damage."""
     current: dict | None = None
     try:
-        with tarfile.open(tar_path, mode="r|*") as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                key, ext = _split_member(m.name)
+        with open(tar_path, "rb", buffering=1 << 20) as f:
+            for name, data in fasttar.iter_members(f, tar_path):
+                key, ext = split_member(name)
                 if key is None:
                     continue
-                data = tf.extractfile(m).read()
                 if current is None or current["__key__"] != key or ext in current:
                     if current is not None:
                         yield current
                     current = {"__key__": key}
                 current[ext] = data
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (fasttar.TarFormatError, OSError, ValueError) as e:
         errors.append(f"{tar_path}: {type(e).__name__}: {e}")
     if current is not None:
         yield current
@@ -164,16 +162,12 @@ def _expected_count(tar_path: str) -> int | None:
 
 
 def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> None:
-    with atomic_open(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+    with atomic_open(path, "wb") as f:
         for s in samples:
             for ext, data in s.items():
-                if ext.startswith("__"):
-                    continue
-                info = tarfile.TarInfo(f"{s['__key__']}.{ext}")
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o644
-                tf.addfile(info, io.BytesIO(data))
+                if not ext.startswith("__"):
+                    fasttar.write_member(f, f"{s['__key__']}.{ext}", data)
+        fasttar.finish(f)
 
 
 def _read_state(out: Path, subset_sha: str, shard_size: int) -> dict:

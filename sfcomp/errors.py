@@ -15,3 +15,6 @@ class BadInputError(SfcompError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+    def __reduce__(self):  # picklable, so an error raised in a worker process reaches the parent intact
+        return (type(self), (self.path, self.problem))

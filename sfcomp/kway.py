@@ -7,17 +7,19 @@ an exact `.npy` header (the same bytes `np.save` writes), through a temp file re
 """
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .atomic import atomic_open
 from .errors import BadInputError
 from .scorefile import _uid_hex, iter_score_chunks, uid_le_next, uid_order
+from .uids import UID_DTYPE
 
-ChunkSource = Callable[[int], Iterator[np.ndarray]]  # rows per chunk -> sorted chunks
 
 
 def count_le(f0: np.ndarray, f1: np.ndarray, p0: int, p1: int) -> int:
@@ -28,17 +30,46 @@ def count_le(f0: np.ndarray, f1: np.ndarray, p0: int, p1: int) -> int:
 
 
 class _Stream:
+    """One sorted input: its buffered rows plus a contiguous copy of their f0 (searchsorted on the strided
+    field of a structured array would copy the whole buffer at every step)."""
+
     def __init__(self, chunks: Iterator[np.ndarray]):
         self.chunks = chunks
         self.buf: np.ndarray | None = None
+        self.f0: np.ndarray | None = None
         self.done = False
 
     def fill(self) -> None:
         while not self.done and (self.buf is None or len(self.buf) == 0):
             try:
                 self.buf = next(self.chunks)
+                self.f0 = np.ascontiguousarray(self.buf["f0"])
             except StopIteration:
                 self.done = True
+
+    def last(self) -> tuple[int, int]:
+        return int(self.f0[-1]), int(self.buf["f1"][-1])
+
+    def take(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, f0 = self.buf[:k], self.f0[:k]
+        self.buf, self.f0 = self.buf[k:], self.f0[k:]
+        return rows, f0
+
+
+def remove_stale_temps(out_path: str | os.PathLike) -> int:
+    """Remove what a killed earlier write of `out_path` left beside it: `.tmp-<name>.*` files (atomic_open) and
+    `.tmp-<name>.parts.*` spill folders. Returns how many were removed."""
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        return 0
+    n = 0
+    for p in out_path.parent.glob(f".tmp-{glob.escape(out_path.name)}.*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def write_npy_header(f, dtype: np.dtype, n: int) -> None:
@@ -46,58 +77,82 @@ def write_npy_header(f, dtype: np.dtype, n: int) -> None:
     np.lib.format.write_array_header_1_0(f, header)
 
 
-def merge_sorted_chunks(sources: Sequence[Iterator[np.ndarray]], out_path: str | os.PathLike, dtype: np.dtype,
-                        n_total: int, names: Sequence[str], out_name: str | os.PathLike | None = None) -> int:
+def merge_sorted_chunks(sources: Sequence[Iterator[np.ndarray]], out_path: str | os.PathLike | None,
+                        dtype: np.dtype, n_total: int | None, names: Sequence[str],
+                        out_name: str | os.PathLike | None = None) -> int:
     """Merge uid-sorted chunk iterators (each yields sorted arrays of `dtype`, in order) into `out_path` (.npy
-    with `n_total` rows, atomic). A uid found in two sources raises BadInputError naming both `names`."""
-    streams = [_Stream(iter(s)) for s in sources]
-    written = 0
-    last: tuple[int, int] | None = None
+    with `n_total` rows, atomic), or only check them when `out_path` is None. A uid found in two sources raises
+    BadInputError naming both `names`. Returns the number of rows merged."""
+    if out_path is None:
+        return _merge(sources, None, dtype, names, out_name or "merge")
     with atomic_open(out_path, "wb") as f:
         write_npy_header(f, dtype, n_total)
-        while True:
-            for s in streams:
-                s.fill()
-            live = [i for i, s in enumerate(streams) if s.buf is not None and len(s.buf)]
-            if not live:
-                break
-            open_ = [i for i in live if not streams[i].done]
-            if open_:  # pivot: smallest last-buffered uid of the inputs that may still have more rows
-                p = min(open_, key=lambda i: (int(streams[i].buf["f0"][-1]), int(streams[i].buf["f1"][-1])))
-                p0, p1 = int(streams[p].buf["f0"][-1]), int(streams[p].buf["f1"][-1])
-            parts, srcs = [], []
-            for i in live:
-                b = streams[i].buf
-                k = len(b) if not open_ else count_le(b["f0"], b["f1"], p0, p1)
-                if k:
-                    parts.append(b[:k])
-                    srcs.append(np.full(k, i, dtype=np.int32))
-                    streams[i].buf = b[k:]
-            block = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            src = np.concatenate(srcs) if len(srcs) > 1 else srcs[0]
-            if len(parts) > 1:
-                order = uid_order(block["f0"], block["f1"])
-                block, src = block[order], src[order]
-            _check_unique(block, src, last, names, out_name or out_path)
-            block.astype(dtype, copy=False).tofile(f)
-            written += len(block)
-            last = (int(block["f0"][-1]), int(block["f1"][-1]))
+        written = _merge(sources, f, dtype, names, out_name or out_path)
         if written != n_total:
             raise BadInputError(out_name or out_path, f"merged {written} rows, expected {n_total} (inputs changed?)")
     return written
+
+
+def _merge(sources, f, dtype, names, out_name) -> int:
+    streams = [_Stream(iter(s)) for s in sources]
+    written = 0
+    last: tuple[int, int] | None = None
+    while True:
+        for s in streams:
+            s.fill()
+        live = [i for i, s in enumerate(streams) if s.buf is not None and len(s.buf)]
+        if not live:
+            return written
+        open_ = [i for i in live if not streams[i].done]
+        if open_:  # pivot: smallest last-buffered uid of the inputs that may still have more rows
+            p0, p1 = min(streams[i].last() for i in open_)
+        parts, f0s, owners = [], [], []
+        for i in live:
+            st = streams[i]
+            k = len(st.buf) if not open_ else count_le(st.f0, st.buf["f1"], p0, p1)
+            if k:
+                rows, f0 = st.take(k)
+                parts.append(rows)
+                f0s.append(f0)
+                owners.append(i)
+        if f is None and len(parts) > 1:
+            # check only: a sort of f0 alone (timsort merges the sorted runs) finds every candidate duplicate;
+            # only when two top halves collide is the exact (f0, f1) check below needed
+            s0 = np.sort(np.concatenate(f0s), kind="stable")
+            if not (s0[1:] == s0[:-1]).any():
+                written += len(s0)
+                continue
+        block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        src = np.repeat(np.asarray(owners, dtype=np.int32), [len(b) for b in parts])
+        if len(parts) > 1:
+            order = uid_order(np.concatenate(f0s), block["f1"])
+            block, src = block[order], src[order]
+        _check_unique(block, src, last, names, out_name)
+        if f is not None:
+            block.astype(dtype, copy=False).tofile(f)
+        written += len(block)
+        last = (int(block["f0"][-1]), int(block["f1"][-1]))
+
+
+def check_disjoint(paths: Sequence[str | os.PathLike], chunk_rows: int = 1 << 22) -> int:
+    """Raise BadInputError if a uid occurs in two of the (each sorted) score files; streams, writes nothing."""
+    per = per_stream_rows(chunk_rows, len(paths))
+    sources = [iter_score_chunks(p, per, fields=()) for p in paths]  # order and uniqueness within a file checked
+    return merge_sorted_chunks(sources, None, UID_DTYPE, None, [os.fspath(p) for p in paths],
+                               out_name="the uids of all score files")
 
 
 def _check_unique(block, src, last, names, out_name) -> None:
     f0, f1 = block["f0"], block["f1"]
     if last is not None and last == (int(f0[0]), int(f1[0])):
         raise BadInputError(names[int(src[0])], f"uid {_uid_hex(f0[0], f1[0])} also occurs in another input "
-                                                f"merged into {out_name}")
+                                                f"({out_name})")
     if len(block) > 1:
         ok = uid_le_next(f0, f1, strict=True)
         if not ok.all():
             i = int(np.argmin(ok))
             raise BadInputError(names[int(src[i + 1])], f"uid {_uid_hex(f0[i], f1[i])} also occurs in "
-                                                        f"{names[int(src[i])]} (merging into {out_name})")
+                                                        f"{names[int(src[i])]} ({out_name})")
 
 
 def merge_sorted_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, dtype: np.dtype,
@@ -106,16 +161,24 @@ def merge_sorted_files(paths: Sequence[str | os.PathLike], out_path: str | os.Pa
     from .scorefile import score_info
 
     n_total = sum(score_info(p)["n"] for p in paths)
-    per = max(1 << 14, chunk_rows // max(1, len(paths)))
+    per = per_stream_rows(chunk_rows, len(paths))
     sources = [iter_score_chunks(p, per, fields=check_fields) for p in paths]
     return merge_sorted_chunks(sources, out_path, dtype, n_total, [os.fspath(p) for p in paths])
 
 
 def iter_raw(path: str | os.PathLike, dtype: np.dtype, rows: int) -> Iterator[np.ndarray]:
-    """Chunks of a headerless binary file of `dtype` rows."""
-    with open(path, "rb") as f:
-        while True:
+    """Chunks of a headerless binary file of `dtype` rows (the file is opened per chunk, as in iter_score_chunks)."""
+    pos = 0
+    while True:
+        with open(path, "rb") as f:
+            f.seek(pos)
             a = np.fromfile(f, dtype=dtype, count=rows)
-            if len(a) == 0:
-                return
-            yield a
+        if len(a) == 0:
+            return
+        pos += a.nbytes
+        yield a
+
+
+def per_stream_rows(chunk_rows: int, k: int) -> int:
+    """Buffer rows per input of a k-way merge: about chunk_rows in all, at least 1024 each."""
+    return max(1024, chunk_rows // max(1, k))

@@ -169,8 +169,9 @@ def read_metadata_file(path: str, columns: Sequence[str] | None = None):
 
     fs, p = _fs(path)
     try:
-        with fs.open(p, "rb") as f:
-            pf = pq.ParquetFile(f)
+        # local files go through pyarrow's own (memory-mapped) reader; URLs through fsspec
+        with (fs.open(p, "rb") if _is_url(path) else open(p, "rb")) as f:
+            pf = pq.ParquetFile(f, memory_map=not _is_url(path))
             names = pf.schema_arrow.names
             if columns is not None:
                 missing = [c for c in columns if c not in names]

@@ -145,10 +145,23 @@ def write_scores(path: str | os.PathLike, uids: np.ndarray, scores: Mapping[str,
         arr[name] += np.float32(0.0)  # -0.0 -> 0.0, so float order and bit order agree
     check_rows(path, arr, fields)
     side = {"format": FORMAT, "n": n, "fields": fields, "default": default, **meta}
-    path.unlink(missing_ok=True)  # never leave a new sidecar beside an old .npy
-    write_json(sidecar_path(path), side)
+    _write_pair(path, side, lambda: _save(path, arr))
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
     with atomic_open(path, "wb") as f:
         np.save(f, arr, allow_pickle=False)
+
+
+def _write_pair(path: Path, side: dict, write_npy) -> None:
+    """Old .npy out, sidecar in, .npy last; on failure neither file is left."""
+    path.unlink(missing_ok=True)  # never leave a new sidecar beside an old .npy
+    write_json(sidecar_path(path), side)
+    try:
+        write_npy()
+    except BaseException:
+        sidecar_path(path).unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------- reading
@@ -254,17 +267,17 @@ def iter_score_chunks(path: str | os.PathLike, rows: int = CHUNK_ROWS, fields: S
     all_fields = _fields_of(path, dtype)
     check = all_fields if fields is None else list(fields)
     prev = None
-    with open(path, "rb") as f:
-        f.seek(offset)
-        for start in range(0, n, rows):
+    for start in range(0, n, rows):
+        # open per chunk: a k-way merge over thousands of files then holds no file handles between reads
+        with open(path, "rb") as f:
+            f.seek(offset + start * dtype.itemsize)
             chunk = np.fromfile(f, dtype=dtype, count=min(rows, n - start))
-            if len(chunk) != min(rows, n - start):
-                raise BadInputError(path, f"truncated at row {start + len(chunk)}")
-            if validate:
-                check_rows(path, chunk, check, prev, start)
-            if len(chunk):
-                prev = (int(chunk["f0"][-1]), int(chunk["f1"][-1]))
-            yield chunk
+        if len(chunk) != min(rows, n - start):
+            raise BadInputError(path, f"truncated at row {start + len(chunk)}")
+        if validate:
+            check_rows(path, chunk, check, prev, start)
+        prev = (int(chunk["f0"][-1]), int(chunk["f1"][-1]))
+        yield chunk
 
 
 # ---------------------------------------------------------------- merging per-rank files
@@ -291,9 +304,9 @@ def merge_score_files(paths: Sequence[str | os.PathLike], out_path: str | os.Pat
     default = infos[0]["default"]
     n = sum(i["n"] for i in infos)
     out_path = Path(out_path)
-    out_path.unlink(missing_ok=True)
-    write_json(sidecar_path(out_path), {"format": FORMAT, "n": n, "fields": fields, "default": default, **side})
-    merge_sorted_files(paths, out_path, score_dtype(fields), check_fields=fields, chunk_rows=chunk_rows)
+    _write_pair(out_path, {"format": FORMAT, "n": n, "fields": fields, "default": default, **side},
+                lambda: merge_sorted_files(paths, out_path, score_dtype(fields), check_fields=fields,
+                                           chunk_rows=chunk_rows))
     return read_sidecar(out_path)
 
 

@@ -1,0 +1,112 @@
+"""Every DataComp baseline on the demo pool: subset size and clean precision from truth.parquet.
+
+    python bench/demo_baselines.py [--pool data/demo] [--out work/demo/baselines] [--num-workers 2]
+
+The image-based baselines need target embeddings: DataComp uses ImageNet-1k train images through OpenAI's
+L/14; on the demo pool the held-out clean split (the Fashion-MNIST train images that trained the pool's
+reference models, never pool samples) goes through the pool's own reference L/14 model (POOL/reference/
+ref-l14.pt), the model behind the pool's l14_img. truth.parquet is read here only, to score the subsets.
+Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def heldout_targets(pool: Path, out: Path) -> Path:
+    """L/14 image embeddings of the held-out clean split, float16 unit rows, as the pool's npz stores them."""
+    if out.exists():
+        return out
+    import torch
+
+    from sfcomp.sources import fashion_mnist as F
+    from sfcomp.sources import reference_clip as RC
+
+    torch.set_num_threads(2)
+    ref = np.load(pool / "_work" / "ref_indices.npy")
+    images, _ = F.load("train")
+    held = images[ref]
+    ckpt_dir = pool / "reference"
+    if not (ckpt_dir / "ref-l14.pt").exists():
+        raise SystemExit(f"{ckpt_dir / 'ref-l14.pt'}: the pool's reference L/14 model is missing")
+    model, tok, preset = RC.train_reference("l14", held, [""] * len(held), seed=0, out_dir=ckpt_dir, progress=False)
+    img, _ = RC.embed(model, tok, preset, held, [""] * len(held))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, RC.to_float16_unit(img))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", default=str(ROOT / "data/demo"))
+    ap.add_argument("--out", default=str(ROOT / "work/demo/baselines"))
+    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--targets", default=None, help="image-based targets file [held-out clean split, computed]")
+    args = ap.parse_args()
+
+    import pyarrow.parquet as pq
+
+    from baselines.apply import BaselineArgs, run_baseline
+    from sfcomp import uids as U
+
+    pool, out = Path(args.pool), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = str(pool / "metadata")
+    truth = pq.read_table(pool / "truth.parquet", columns=["uid", "clean"]).to_pandas()
+    truth_uids = U.hex_to_uids(truth["uid"].to_numpy(), pool / "truth.parquet")
+    order = np.lexsort((truth_uids["f1"], truth_uids["f0"]))
+    truth_sorted, clean_sorted = truth_uids[order], truth["clean"].to_numpy(bool)[order]
+    targets = args.targets or str(heldout_targets(pool, out / "heldout_l14_img.npy"))
+
+    runs = [
+        ("no_filter", {}),
+        ("random", dict(fraction=0.3, seed=0)),
+        ("basic_filter", {}),
+        ("laion2b", {}),
+        ("clip_score", dict(arch="b32", fraction=0.3)),
+        ("clip_score", dict(arch="l14", fraction=0.3)),
+        ("clip_score", dict(arch="b32", threshold=0.25)),
+        ("text_based", {}),
+        ("image_based", dict(image_based_targets=[targets])),
+        ("image_based_intersect_clip_score", dict(arch="l14", fraction=0.3, image_based_targets=[targets])),
+    ]
+    rows = []
+    for name, kw in runs:
+        tag = name + "".join(f"_{k}{v}" for k, v in kw.items() if k != "image_based_targets")
+        path = out / f"{tag}.npy"
+        t0 = time.time()
+        try:
+            side = run_baseline(BaselineArgs(name=name, metadata_dir=meta, save_path=str(path),
+                                             num_workers=args.num_workers, **kw), log=lambda m: None)
+        except Exception as e:  # noqa: BLE001 - report and go on with the other baselines
+            rows.append((tag, f"failed: {e}", "", "", ""))
+            continue
+        sub = np.load(path)
+        idx = np.searchsorted(truth_sorted["f0"], sub["f0"])  # uids are unique random: f0 alone locates them
+        found = (idx < len(truth_sorted))
+        found[found] &= (truth_sorted["f0"][idx[found]] == sub["f0"][found]) & \
+                        (truth_sorted["f1"][idx[found]] == sub["f1"][found])
+        precision = float(clean_sorted[idx[found]].mean()) if found.any() else float("nan")
+        lang = side.get("language_id", {})
+        rows.append((tag, len(sub), f"{100 * len(sub) / side['pool_rows']:.1f}%", f"{precision:.3f}",
+                     f"{time.time() - t0:.1f}" + (f" ({lang.get('model_name') or lang.get('package')})" if lang else "")))
+        print(json.dumps({"baseline": tag, "kept": len(sub), "precision": precision}), file=sys.stderr, flush=True)
+    print(f"\nDemo pool {pool} ({int(len(truth))} rows in truth.parquet, clean base rate "
+          f"{truth['clean'].mean():.3f}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| baseline | subset size | of pool | clean precision | seconds (language model) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""`make bench`: self-filtering against DataComp's baselines and the oracle, at equal samples seen.
+
+    python bench/run_all.py --pool POOL --eval EVAL [--out bench/out] [--seeds 0,1,2] [--dry-run]
+
+Arms (each a subset of POOL, trained with `sfcomp train-eval` at the same scale and samples seen, one run per
+seed; a method whose input the pool lacks is skipped with a note, never a crash):
+    no_filter            every uid (`sfcomp baseline no_filter`)
+    random_30            `sfcomp baseline random --fraction F --seed S` (a new draw per seed)
+    clip_l14_30          reference CLIP score, `sfcomp baseline clip_score --arch l14 --fraction F`
+    clip_b32_30          the same with the B/32 score (needs clip_b32_similarity_score)
+    basic_filter         DataComp's basic filter, if it runs offline here (fastText model present)
+    sf_<mix>_r<k>        self-filtering: `sfcomp run` with mix <top>+<random> for R rounds, then
+                         `sfcomp export-subset --scores round_{k-1}/scores.npy --top-frac F`, k = 1..R
+    oracle_clean         every uid truth.parquet marks clean (needs truth.parquet)
+Everything is resumable: finished subsets, loop rounds and runs are skipped. Results: OUT/results.md,
+OUT/results.png, OUT/bench.json (command, date, machine, timings, skipped arms).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sfcomp.atomic import write_json  # noqa: E402
+
+
+def sfcomp(*args: str, log) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", "import sys; from sfcomp.cli import main; sys.argv[0] = 'sfcomp'; main()", *args]
+    log("$ sfcomp " + " ".join(args))
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.stdout.strip():
+        log("  " + r.stdout.strip().splitlines()[-1])
+    return r
+
+
+def command_available(name: str) -> str | None:
+    """None if `sfcomp NAME` can be imported, else the reason."""
+    from sfcomp.cli import COMMANDS
+    import importlib
+
+    if name not in COMMANDS:
+        return f"no `sfcomp {name}` command"
+    mod, fn = COMMANDS[name][0].split(":")
+    try:
+        getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        return f"`sfcomp {name}` is not available yet ({e})"
+    return None
+
+
+def pool_columns(pool: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    files = sorted((pool / "metadata").glob("*.parquet"))
+    return set(pq.ParquetFile(files[0]).schema_arrow.names) if files else set()
+
+
+def oracle_subset(pool: Path, out: Path) -> int:
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from sfcomp import uids as U
+    from sfcomp.pool import Pool
+
+    truth = pq.read_table(pool / "truth.parquet", columns=["uid", "clean"])
+    clean = U.hex_to_uids(truth.filter(pc.equal(truth.column("clean"), True)).column("uid"))
+    meta = U.sort_uids(Pool(str(pool)).metadata_uids())
+    keep = clean[U.isin_sorted(clean, meta)]
+    return len(U.write_subset(out, np.asarray(keep)))
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        self.pool, self.eval = Path(a.pool).resolve(), Path(a.eval).resolve()
+        self.out = Path(a.out).resolve()
+        self.subsets = self.out / "subsets"
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.arms: list[tuple[str, dict[int, Path]]] = []  # (method, {seed: subset})
+        self.log_file = self.out / "bench.log"
+
+    def log(self, msg: str) -> None:
+        line = f"[{datetime.now().strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        if not self.a.dry_run:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.log_file, "a") as f:
+                f.write(line + "\n")
+
+    def skip(self, arm: str, why: str) -> None:
+        self.notes.append(f"{arm}: skipped: {why}")
+        self.log(f"skip {arm}: {why}")
+
+    def timed(self, key: str, fn):
+        t0 = time.time()
+        r = fn()
+        self.timings[key] = round(self.timings.get(key, 0.0) + time.time() - t0, 1)
+        return r
+
+    # ---- subsets -------------------------------------------------------------------------------------
+    def baseline(self, arm: str, name: str, *extra: str, seed: int | None = None) -> Path | None:
+        path = self.subsets / (f"{arm}_s{seed}.npy" if seed is not None else f"{arm}.npy")
+        if path.exists():
+            return path
+        if self.a.dry_run:
+            self.log(f"would run: sfcomp baseline {name} {' '.join(extra)}")
+            return path
+        why = command_available("baseline")
+        if why:
+            self.skip(arm, why)
+            return None
+        args = ["baseline", name, "--metadata-dir", str(self.pool / "metadata"), "--save-path", str(path), *extra]
+        if seed is not None:
+            args += ["--seed", str(seed)]
+        r = self.timed(f"subset {arm}", lambda: sfcomp(*args, log=self.log))
+        if r.returncode != 0:
+            self.skip(arm, (r.stderr.strip().splitlines() or ["failed"])[-1])
+            return None
+        return path
+
+    def self_filtering(self) -> None:
+        for why in filter(None, (command_available("run"), command_available("export-subset"))):
+            self.skip("self-filtering", why)
+            return
+        score_types = [x.strip() for x in self.a.score_types.split(",") if x.strip()]
+        for score, mix in ((sc, m) for sc in score_types for m in self.a.mixes.split(",")):
+            top, rnd = (float(x) for x in mix.split(":"))
+            tag = f"sf_t{int(round(top * 100))}r{int(round(rnd * 100))}" + (f"_{score}" if len(score_types) > 1 else "")
+            work = self.out / "loop" / tag
+            args = ["run", "--pool", str(self.pool), "--workdir", str(work), "--rounds", str(self.a.rounds),
+                    "--top-frac", str(top), "--random-frac", str(rnd), "--seed", str(self.a.loop_seed), "--quiet",
+                    "--score", score]
+            if self.a.loop_steps:
+                args += ["--steps", str(self.a.loop_steps)]
+            if self.a.threads:
+                args += ["--threads", str(self.a.threads)]
+            if self.a.dry_run:
+                self.log("would run: sfcomp " + " ".join(args))
+            else:
+                r = self.timed(f"loop {tag}", lambda: sfcomp(*args, log=self.log))
+                if r.returncode != 0:
+                    self.skip(tag, (r.stderr.strip().splitlines() or ["sfcomp run failed"])[-1])
+                    continue
+            for k in range(1, self.a.rounds + 1):
+                arm = f"{tag}_r{k}"
+                path = self.subsets / f"{arm}.npy"
+                scores = work / f"round_{k - 1:02d}" / "scores.npy"
+                if not path.exists() and not self.a.dry_run:
+                    r = self.timed(f"subset {arm}", lambda: sfcomp(
+                        "export-subset", "--scores", str(scores), "--top-frac", str(self.a.fraction),
+                        "--random-frac", "0", "-o", str(path), log=self.log))
+                    if r.returncode != 0:
+                        self.skip(arm, (r.stderr.strip().splitlines() or ["export failed"])[-1])
+                        continue
+                self.arms.append((arm, {s: path for s in self.seeds}))
+
+    def build_subsets(self) -> None:
+        cols = pool_columns(self.pool)
+        pct = int(round(self.a.fraction * 100))
+        p = self.baseline("no_filter", "no_filter")
+        if p:
+            self.arms.append(("no_filter", {s: p for s in self.seeds}))
+        rand = {s: self.baseline(f"random_{pct}", "random", "--fraction", str(self.a.fraction), seed=s)
+                for s in self.seeds}
+        if all(rand.values()):
+            self.arms.append((f"random_{pct}", rand))
+        for arch in ("l14", "b32"):
+            col = f"clip_{arch}_similarity_score"
+            if col not in cols:
+                self.skip(f"clip_{arch}_{pct}", f"pool metadata has no {col} column")
+                continue
+            p = self.baseline(f"clip_{arch}_{pct}", "clip_score", "--arch", arch, "--fraction", str(self.a.fraction))
+            if p:
+                self.arms.append((f"clip_{arch}_{pct}", {s: p for s in self.seeds}))
+        for name in self.a.extra_baselines.split(","):
+            if name.strip():
+                p = self.baseline(name.strip(), name.strip())
+                if p:
+                    self.arms.append((name.strip(), {s: p for s in self.seeds}))
+        self.self_filtering()
+        if (self.pool / "truth.parquet").exists():
+            path = self.subsets / "oracle_clean.npy"
+            if not path.exists() and not self.a.dry_run:
+                self.subsets.mkdir(parents=True, exist_ok=True)
+                n = oracle_subset(self.pool, path)
+                self.log(f"oracle_clean: {n} clean uids from truth.parquet")
+            self.arms.append(("oracle_clean", {s: path for s in self.seeds}))
+        else:
+            self.skip("oracle_clean", "pool has no truth.parquet")
+
+    # ---- training + evaluation ---------------------------------------------------------------------------
+    def run_arms(self) -> None:
+        for arm, by_seed in self.arms:
+            for s, subset in by_seed.items():
+                run_dir = self.out / "runs" / arm / f"seed{s}"
+                data_dir = self.out / "data" / (subset.stem)
+                args = ["train-eval", "--subset", str(subset), "--pool", str(self.pool), "--eval", str(self.eval),
+                        "--out", str(run_dir), "--method", arm, "--seed", str(s), "--scale", self.a.scale,
+                        "--reshard-dir", str(data_dir), "--eval-cache", str(self.out / "eval_cache")]
+                if self.a.samples_seen:
+                    args += ["--samples-seen", str(self.a.samples_seen)]
+                if self.a.threads:
+                    args += ["--threads", str(self.a.threads)]
+                if self.a.dry_run:
+                    self.log("would run: sfcomp " + " ".join(args))
+                    continue
+                if (run_dir / "run.json").exists():
+                    continue
+                r = self.timed(f"train-eval {arm}", lambda: sfcomp(*args, log=self.log))
+                if r.returncode != 0:
+                    self.skip(f"{arm} seed {s}", (r.stderr.strip().splitlines() or ["train-eval failed"])[-1])
+
+    def run(self) -> int:
+        t0 = time.time()
+        self.seeds = [int(s) for s in self.a.seeds.split(",")]
+        if not (self.pool / "metadata").is_dir():
+            print(f"error: {self.pool}: not a pool (no metadata/ folder); build one with `sfcomp make-pool`",
+                  file=sys.stderr)
+            return 2
+        if not self.eval.is_dir():
+            print(f"error: {self.eval}: eval folder does not exist", file=sys.stderr)
+            return 2
+        self.log(f"bench: pool {self.pool}, eval {self.eval}, seeds {self.seeds}, scale {self.a.scale}, "
+                 f"samples seen {self.a.samples_seen or 'scale default'}")
+        self.build_subsets()
+        self.run_arms()
+        if self.a.dry_run:
+            self.log(f"{len(self.arms)} arms x {len(self.seeds)} seeds planned; notes: {self.notes}")
+            return 0
+        from eval.compare import compare
+
+        runs = [self.out / "runs" / arm for arm, _ in self.arms if (self.out / "runs" / arm).exists()]
+        md = compare(runs, self.out / "results.md", self.out / "results.png", order=[a for a, _ in self.arms]) \
+            if runs else "no finished runs\n"
+        print(md)
+        write_json(self.out / "bench.json", {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_model()},
+            "pool": str(self.pool), "eval": str(self.eval), "seeds": self.seeds, "scale": self.a.scale,
+            "samples_seen": self.a.samples_seen, "fraction": self.a.fraction, "mixes": self.a.mixes, "score_types": self.a.score_types,
+            "rounds": self.a.rounds, "arms": [a for a, _ in self.arms], "notes": self.notes,
+            "timings_s": self.timings, "total_s": round(time.time() - t0, 1),
+        })
+        return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", required=True)
+    p.add_argument("--eval", required=True, help="folder of clip_benchmark wds eval sets")
+    p.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench"))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--scale", default="tiny")
+    p.add_argument("--samples-seen", type=int, default=15360,
+                   help="samples seen by every arm's training: equal for all arms (default 60 steps of 256, sized "
+                        "so the whole bench fits ~45 min on a 2-core CPU; 0 = the scale's own)")
+    p.add_argument("--fraction", type=float, default=0.3, help="subset fraction of random / CLIP score / sf arms")
+    p.add_argument("--mixes", default="0.3:0.1,0.5:0.0", help="self-filtering mixes, top:random[,top:random]")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--score-types", default="crossfit",
+                   help="comma-separated `sfcomp run --score` types to sweep (crossfit, cosine, ckpt_avg)")
+    p.add_argument("--loop-seed", type=int, default=0)
+    p.add_argument("--loop-steps", type=int, default=100,
+                   help="training steps per in-loop model (0 = the loop preset's own)")
+    p.add_argument("--extra-baselines", default="basic_filter",
+                   help="more `sfcomp baseline` names without options (skipped if they cannot run offline)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(Bench(parse_args()).run())

@@ -1,0 +1,187 @@
+"""Methods side by side: one markdown table and one PNG plot from train-eval run folders.
+
+A run folder holds eval_results.jsonl (DataComp's lines) and, when made by `sfcomp train-eval`, run.json
+(method, seed, subset size, clean precision, samples seen...). Runs with the same method are seeds: every number
+is shown as mean +- std (sample std over seeds; a single seed shows no spread).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sfcomp.atomic import atomic_open
+from sfcomp.errors import BadInputError
+
+from .evaluate import read_results
+
+
+@dataclass
+class Run:
+    method: str
+    seed: int | None
+    subset_size: int | None
+    clean_precision: float | None
+    samples_seen: int | None
+    metrics: dict[str, float]  # dataset -> main metric
+    average: float | None
+    eval_code: str | None
+    path: str
+
+
+@dataclass
+class MethodRow:
+    method: str
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self, getter) -> list[float]:
+        return [v for v in (getter(r) for r in self.runs) if v is not None]
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """A run from a run folder (eval_results.jsonl [+ run.json]) or an eval_results.jsonl file."""
+    p = Path(path)
+    results = p if p.is_file() else p / "eval_results.jsonl"
+    folder = results.parent
+    if not results.exists():
+        raise BadInputError(p, "no eval_results.jsonl here (run `sfcomp train-eval` or `sfcomp evaluate` first)")
+    rows = read_results(results)
+    if not rows:
+        raise BadInputError(results, "no results in file")
+    info = {}
+    if (folder / "run.json").exists():
+        try:
+            info = json.loads((folder / "run.json").read_text())
+        except json.JSONDecodeError as e:
+            raise BadInputError(folder / "run.json", f"not JSON ({e})") from None
+    metrics = {r["dataset"]: r["metrics"].get("main_metric") for r in rows}
+    vals = [v for v in metrics.values() if v is not None]
+    codes = {r.get("eval_code") for r in rows}
+    return Run(method=info.get("method") or folder.name, seed=info.get("seed"), subset_size=info.get("subset_size"),
+               clean_precision=info.get("clean_precision"), samples_seen=info.get("samples_seen"),
+               metrics=metrics, average=float(np.mean(vals)) if vals else None,
+               eval_code=codes.pop() if len(codes) == 1 else "mixed", path=str(folder))
+
+
+def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Run folders from the arguments: a run folder itself, or any folder holding run folders (searched)."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_file() or (p / "eval_results.jsonl").exists():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(x.parent for x in p.rglob("eval_results.jsonl"))
+            if not found:
+                raise BadInputError(p, "no eval_results.jsonl under this folder")
+            out.extend(found)
+        else:
+            raise BadInputError(p, "does not exist")
+    return out
+
+
+def group(runs: Sequence[Run]) -> list[MethodRow]:
+    rows: OrderedDict[str, MethodRow] = OrderedDict()
+    for r in runs:
+        rows.setdefault(r.method, MethodRow(r.method)).runs.append(r)
+    return list(rows.values())
+
+
+def mean_std(vals: Sequence[float]) -> tuple[float, float] | None:
+    if not vals:
+        return None
+    a = np.asarray(vals, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def fmt(vals: Sequence[float], digits: int = 3, pct: bool = False) -> str:
+    ms = mean_std(vals)
+    if ms is None:
+        return "-"
+    m, s = ms
+    scale = 100.0 if pct else 1.0
+    d = 1 if pct else digits
+    if len(vals) == 1:
+        return f"{m * scale:.{d}f}"
+    return f"{m * scale:.{d}f} ± {s * scale:.{d}f}"
+
+
+def table(rows: Sequence[MethodRow]) -> str:
+    """Markdown: method, seeds, subset size, clean precision, each task's main metric, average."""
+    datasets = list(OrderedDict.fromkeys(d for row in rows for r in row.runs for d in r.metrics))
+    has_precision = any(row.values(lambda r: r.clean_precision) for row in rows)
+    head = ["method", "seeds", "subset size"] + (["clean precision"] if has_precision else []) + datasets + \
+        ["average"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        sizes = row.values(lambda r: r.subset_size)
+        cells = [row.method, str(len(row.runs)), f"{int(np.mean(sizes)):,}" if sizes else "-"]
+        if has_precision:
+            cells.append(fmt(row.values(lambda r: r.clean_precision)))
+        cells += [fmt(row.values(lambda r, d=d: r.metrics.get(d))) for d in datasets]
+        cells.append(fmt(row.values(lambda r: r.average)))
+        lines.append("| " + " | ".join(cells) + " |")
+    codes = sorted({r.eval_code for row in rows for r in row.runs if r.eval_code})
+    seen = sorted({r.samples_seen for row in rows for r in row.runs if r.samples_seen})
+    notes = []
+    if seen:
+        notes.append(f"samples seen: {', '.join(f'{s:,}' for s in seen)}" +
+                     ("" if len(seen) == 1 else " (NOT equal across runs: not comparable)"))
+    if codes:
+        notes.append(f"evaluation code: {'; '.join(codes)}")
+    notes.append("mean ± std over seeds (sample std)")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def plot(rows: Sequence[MethodRow], path: str | os.PathLike) -> None:
+    """One PNG: a panel per metric (each task's main metric, the average, clean precision if known),
+    one horizontal bar per method with its seed spread as an error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(OrderedDict.fromkeys(d for row in rows for r in row.runs for d in r.metrics))
+    panels = [(d, lambda r, d=d: r.metrics.get(d)) for d in datasets] + [("average", lambda r: r.average)]
+    if any(row.values(lambda r: r.clean_precision) for row in rows):
+        panels.append(("clean precision", lambda r: r.clean_precision))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.5, 0.45 * len(rows) + 1.6),
+                             sharey=True, squeeze=False)
+    y = np.arange(len(rows))
+    for ax, (title, get) in zip(axes[0], panels):
+        stats = [mean_std(row.values(get)) or (np.nan, 0.0) for row in rows]
+        ax.barh(y, [m for m, _ in stats], xerr=[s for _, s in stats], color="tab:blue", alpha=0.75, capsize=3)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        finite = [m for m, _ in stats if np.isfinite(m)]
+        if finite:
+            lo, hi = min(finite), max(m + s for m, s in stats if np.isfinite(m))
+            ax.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1e-3) - 0.02), hi + 0.05 * (hi - lo + 1e-3) + 0.01)
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels([f"{r.method} (n={len(r.runs)})" for r in rows], fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def compare(paths: Sequence[str | os.PathLike], out_md: str | os.PathLike | None = None,
+            out_png: str | os.PathLike | None = None, order: Sequence[str] | None = None) -> str:
+    """Load runs, group by method (optionally in `order`), write the markdown table / PNG; return the table."""
+    runs = [load_run(p) for p in expand_paths(paths)]
+    rows = group(runs)
+    if order:
+        rank = {m: i for i, m in enumerate(order)}
+        rows.sort(key=lambda r: rank.get(r.method, len(rank)))
+    md = table(rows)
+    if out_md:
+        with atomic_open(out_md, "w") as f:
+            f.write(md)
+    if out_png:
+        plot(rows, out_png)
+    return md

@@ -1,0 +1,95 @@
+"""DataComp's standard step for one subset: reshard -> train at a fixed scale -> evaluate -> run.json.
+
+OUT/run.json records what compare needs: method, seed, subset size (requested and found), clean precision
+(when the pool has truth.parquet), scale, samples seen, the checkpoint and the eval summary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sfcomp import uids as U
+from sfcomp.atomic import write_json
+from sfcomp.errors import BadInputError
+
+
+def clean_precision(subset_file: str | os.PathLike, truth_file: str | os.PathLike) -> float | None:
+    """Share of the subset's distinct uids that truth.parquet marks clean (uids absent from truth ignored)."""
+    import pyarrow.parquet as pq
+
+    truth = pq.read_table(truth_file, columns=["uid", "clean"])
+    t_uids = U.hex_to_uids(truth.column("uid"), truth_file)
+    order = np.argsort(t_uids, order=("f0", "f1"), kind="stable")
+    t_sorted, t_clean = t_uids[order], truth.column("clean").to_numpy(zero_copy_only=False)[order]
+    sub = U.unique_sorted(U.sort_uids(np.asarray(U.read_subset(subset_file))))
+    pos = np.searchsorted(t_sorted, sub)
+    pos_ok = pos < len(t_sorted)
+    hit = np.zeros(len(sub), dtype=bool)
+    hit[pos_ok] = t_sorted[pos[pos_ok]] == sub[pos_ok]
+    if not hit.any():
+        return None
+    return float(t_clean[pos[hit]].astype(bool).mean())
+
+
+def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str | os.PathLike | None = None,
+               pool: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+               reshard_dir: str | os.PathLike | None = None, method: str | None = None, scale: str = "tiny",
+               seed: int = 0, samples_seen: int | None = None, shard_size: int | None = None,
+               nproc: int = 1, threads: int | None = None, workers: int | None = None,
+               precision: str | None = None, tasks: Sequence[str] | None = None, truth: str | None = None,
+               eval_cache: str | os.PathLike | None = None, log=print) -> dict:
+    """Reshard `subset` from `pool` (or use resharded `data`), train at `scale`, evaluate on `eval_dir`."""
+    from .evaluate import evaluate
+    from .reshard import reshard
+    from .scales import get_scale
+    from .train import train
+
+    out = Path(out)
+    cfg = get_scale(scale)
+    reshard_meta = None
+    if data is None:
+        if subset is None or pool is None:
+            raise BadInputError(None, "give --subset and --pool (to reshard), or --data (already resharded)")
+        data = Path(reshard_dir) if reshard_dir else out / "data"
+        shard_size = shard_size or (10000 if cfg.get("datacomp") else 1000)
+        rep = reshard(pool, subset, data, shard_size=shard_size, log=log)
+        log(rep.summary())
+        reshard_meta = rep.as_dict()
+    else:
+        meta_path = Path(data) / "meta.json"
+        if meta_path.exists():
+            reshard_meta = json.loads(meta_path.read_text())
+            subset = subset or reshard_meta.get("subset_file")
+    if nproc > 1:
+        cmd = ["torchrun", f"--nproc_per_node={nproc}", "-m", "eval.train", "--scale", scale, "--data", str(data),
+               "--out", str(out / "train"), "--seed", str(seed)]
+        for flag, val in (("--samples-seen", samples_seen), ("--workers", workers), ("--precision", precision),
+                          ("--threads", threads)):
+            if val is not None:
+                cmd += [flag, str(val)]
+        subprocess.run(cmd, check=True, cwd=Path(__file__).resolve().parent.parent)
+        info = json.loads((out / "train" / "info.json").read_text())
+    else:
+        info = train(data, out / "train", scale=scale, seed=seed, samples_seen=samples_seen, workers=workers,
+                     precision=precision, threads=threads)
+    summary = evaluate(info["checkpoint"], info["model"], eval_dir, out, tasks=tasks, cache_dir=eval_cache, log=log)
+    if truth is None and pool is not None and (Path(pool) / "truth.parquet").exists():
+        truth = str(Path(pool) / "truth.parquet")
+    run = {
+        "method": method or (Path(subset).stem if subset else out.name), "seed": seed, "scale": scale,
+        "subset": str(subset) if subset else None,
+        "subset_size": reshard_meta["requested"] if reshard_meta else None,
+        "found": reshard_meta["output_count"] if reshard_meta else None,
+        "clean_precision": clean_precision(subset, truth) if (truth and subset) else None,
+        "samples_seen": info["scale_config"]["train_num_samples"], "standard": info["standard"],
+        "checkpoint": info["checkpoint"], "model": info["model"], "average": summary["average"],
+        "eval_code": summary["eval_code"], "command": " ".join(sys.argv),
+    }
+    write_json(out / "run.json", run)
+    return run

@@ -1,0 +1,267 @@
+"""Decode a pool once into a memory-mapped cache: uint8 pixels at a preset's resolution + token ids, by uid.
+
+Used by low-resolution presets (`"cache": true`; 32x32x3 is 3 KB a sample, 38 GB for DataComp medium's 12.8M).
+Full-resolution presets (224 px is 150 KB a sample, 1.9 TB for DataComp small) stream shards instead
+(sfcomp.stream).
+
+Layout of a cache folder (one per (image size, context length, pool)):
+    parts/<shard stem>.npz    one shard's rows: uids (u8,u8), pixels (n,S,S,3) u8, tokens (n,ctx) i4, written
+    parts/<shard stem>.done   atomically, then a JSON marker (counts, errors); a rerun skips finished shards
+    uids.npy                  all rows, sorted by uid, each uid once (u8,u8)
+    pixels.npy  tokens.npy    row-aligned with uids.npy; memory-mapped by readers
+    shard.npy                 int32 index into manifest["shards"]: the shard each row came from
+    manifest.json             written last: shards, counts, skipped shards, errors (the completion marker)
+
+Only samples whose uid is in the pool's metadata are decoded (membership filter on the json member, before the
+JPEG is decoded). Corrupt members and missing shards are skipped and counted, never fatal.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import uids as U
+from .atomic import atomic_open, write_json
+from .errors import BadInputError
+from .pool import Pool, ShardErrors
+
+CACHE_FORMAT = "sfcomp-cache/1"
+
+
+def resize_center_crop(im, size: int) -> np.ndarray:
+    """PIL image -> (size, size, 3) uint8: shortest side to `size` (bicubic), centre crop (open_clip's eval
+    transform)."""
+    from PIL import Image
+
+    im = im.convert("RGB")
+    w, h = im.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        im = im.resize((nw, nh), Image.BICUBIC)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8)
+
+
+_TOKENIZERS: dict[int, object] = {}
+
+
+def _tokenizer(context_length: int):
+    if context_length not in _TOKENIZERS:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        _TOKENIZERS[context_length] = SimpleTokenizer(context_length=context_length)
+    return _TOKENIZERS[context_length]
+
+
+def _shard_stem(shard: str) -> str:
+    return Path(str(shard)).name[: -len(".tar")]
+
+
+def decode_shard(shard: str, part_dir: str, image_size: int, context_length: int,
+                 members: np.ndarray | None) -> dict:
+    """Decode one shard into parts/<stem>.npz + .done (skipped if .done exists). Returns the marker dict."""
+    from .model import tokenize
+
+    part_dir = Path(part_dir)
+    stem = _shard_stem(shard)
+    done = part_dir / f"{stem}.done"
+    if done.exists():
+        return json.loads(done.read_text())
+    errors = ShardErrors()
+    keep = None
+    if members is not None:
+        hex_members = set(U.uids_to_hex(members).tolist())
+        keep = hex_members.__contains__
+    uid_list, pixels, texts = [], [], []
+    for s in _iter([shard], keep, errors):
+        try:
+            pixels.append(resize_center_crop(s["image"], image_size))
+        except Exception as e:  # noqa: BLE001 - a broken image is a corrupt member
+            errors.add("corrupt_members", f"{shard}: {s['key']}: {e}")
+            continue
+        uid_list.append(s["uid"])
+        texts.append(s["text"])
+    n = len(uid_list)
+    uids = U.hex_to_uids(uid_list, shard) if n else np.empty(0, U.UID_DTYPE)
+    lost = _missing_members(shard, uids, members) if not errors.missing_shards else 0
+    if lost:  # a tar cut short can end cleanly at a member boundary: compare with img2dataset's own table
+        errors.corrupt_members += lost
+        errors.messages.append(f"{shard}: {lost} samples its img2dataset table lists as downloaded are missing "
+                               "or unreadable (truncated tar?)")
+    px = np.stack(pixels) if n else np.zeros((0, image_size, image_size, 3), np.uint8)
+    tok = tokenize(_tokenizer(context_length), texts) if n else np.zeros((0, context_length), np.int32)
+    with atomic_open(part_dir / f"{stem}.npz", "wb") as f:
+        np.savez(f, uids=uids, pixels=px, tokens=tok)
+    marker = {"shard": str(shard), "rows": n, **{k: v for k, v in errors.as_dict().items()}}
+    write_json(done, marker)
+    return marker
+
+
+def _missing_members(shard: str, got: np.ndarray, members: np.ndarray | None) -> int:
+    """How many samples the shard's img2dataset parquet lists as 'success' (and in the pool) were not read."""
+    from .pool import _fs, _success_uids
+
+    table = str(shard)[: -len(".tar")] + ".parquet"
+    fs, p = _fs(table)
+    if not fs.exists(p):
+        return 0
+    try:
+        expected = _success_uids(table)
+    except BadInputError:
+        return 0
+    if members is not None:
+        expected = expected[U.isin_sorted(expected, members)]
+    return int(len(expected) - U.isin_sorted(expected, U.sort_uids(got)).sum()) if len(got) else len(expected)
+
+
+def _iter(shards, keep, errors):
+    from .pool import iter_shard_samples
+
+    yield from iter_shard_samples(shards, keep_uid=keep, decode="pil", errors=errors)
+
+
+def _decode_shard_star(args):
+    return decode_shard(*args)
+
+
+@dataclass
+class PoolCache:
+    """A finished cache, memory-mapped: `uids` (sorted), `pixels`, `tokens`, `shard` row-aligned."""
+
+    root: Path
+    uids: np.ndarray
+    pixels: np.ndarray
+    tokens: np.ndarray
+    shard: np.ndarray
+    manifest: dict
+
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> "PoolCache":
+        root = Path(root)
+        mpath = root / "manifest.json"
+        if not mpath.exists():
+            raise BadInputError(root, "cache is not complete (no manifest.json); rebuild it with build_cache")
+        manifest = json.loads(mpath.read_text())
+        load = lambda name: np.load(root / name, mmap_mode="r", allow_pickle=False)  # noqa: E731
+        c = cls(root, load("uids.npy"), load("pixels.npy"), load("tokens.npy"), load("shard.npy"), manifest)
+        if not (len(c.uids) == len(c.pixels) == len(c.tokens) == len(c.shard) == manifest["rows"]):
+            raise BadInputError(root, "cache arrays disagree in length with manifest.json; delete and rebuild")
+        return c
+
+    @property
+    def shards(self) -> list[str]:
+        return self.manifest["shards"]
+
+    def rows_of_shards(self, shard_names: Sequence[str]) -> np.ndarray:
+        """Row indices of the samples that came from the given shards (names, stems or paths)."""
+        want = {_shard_stem(s if str(s).endswith(".tar") else f"{s}.tar") for s in shard_names}
+        ids = [i for i, s in enumerate(self.shards) if _shard_stem(s) in want]
+        if len(ids) != len(want):
+            known = ", ".join(_shard_stem(s) for s in self.shards[:5])
+            raise BadInputError(None, f"--train-shards names shards not in the pool: "
+                                      f"{sorted(want - {_shard_stem(self.shards[i]) for i in ids})} "
+                                      f"(pool shards look like: {known}, ...)")
+        return np.flatnonzero(np.isin(self.shard, ids))
+
+
+def cache_dir_for(pool_root: str, preset: dict, cache_root: str | os.PathLike | None = None) -> Path:
+    """Where a pool's cache lives for a preset: CACHE_ROOT (or $SFCOMP_CACHE_DIR, else POOL/.sfcomp-cache)
+    / <image_size>px-ctx<context_length>."""
+    base = cache_root or os.environ.get("SFCOMP_CACHE_DIR") or Path(pool_root) / ".sfcomp-cache"
+    return Path(base) / f"{preset['image_size']}px-ctx{preset['context_length']}"
+
+
+def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | None = None,
+                workers: int = 1, progress: bool = True) -> PoolCache:
+    """Decode every present sample of `pool` (in its metadata) once into a memory-mapped cache; resumable.
+
+    Returns the opened cache. A finished cache (manifest.json) is opened without reading any shard.
+    """
+    from tqdm.auto import tqdm
+
+    pool = pool if isinstance(pool, Pool) else Pool(pool)
+    root = Path(cache_dir) if cache_dir else cache_dir_for(pool.root, preset)
+    if (root / "manifest.json").exists():
+        return PoolCache.open(root)
+    part_dir = root / "parts"
+    part_dir.mkdir(parents=True, exist_ok=True)
+    shards = pool.shard_files()
+    if not shards:
+        raise BadInputError(pool.shards_dir, "pool has no .tar shards (empty pool)")
+    members = U.sort_uids(pool.metadata_uids())
+    jobs = [(s, str(part_dir), preset["image_size"], preset["context_length"], members) for s in shards]
+    markers = []
+    bar = tqdm(total=len(jobs), desc="cache", unit="shard", disable=not progress, leave=False, dynamic_ncols=True)
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as mpool:
+            for m in mpool.imap(_decode_shard_star, jobs):
+                markers.append(m)
+                bar.update(1)
+    else:
+        for j in jobs:
+            markers.append(decode_shard(*j))
+            bar.update(1)
+    bar.close()
+    _consolidate(root, shards, markers, preset)
+    return PoolCache.open(root)
+
+
+def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dict) -> None:
+    """Join per-shard parts into uid-sorted memmaps; manifest.json last."""
+    s, ctx = preset["image_size"], preset["context_length"]
+    part_uids = []
+    for sh in shards:
+        with np.load(root / "parts" / f"{_shard_stem(sh)}.npz") as z:
+            part_uids.append(z["uids"])
+    all_uids = U.concat(part_uids)
+    shard_of = np.concatenate([np.full(len(u), i, np.int32) for i, u in enumerate(part_uids)]) \
+        if part_uids else np.zeros(0, np.int32)
+    order = np.lexsort((all_uids["f1"], all_uids["f0"]))
+    sorted_uids = all_uids[order]
+    dups = U.count_duplicates(sorted_uids)
+    keep = np.ones(len(order), bool)
+    if dups:  # the same uid in two shards: keep its first occurrence (reported in the manifest)
+        keep[1:] = ~((sorted_uids["f0"][1:] == sorted_uids["f0"][:-1]) & (sorted_uids["f1"][1:] == sorted_uids["f1"][:-1]))
+    order = order[keep]
+    n = len(order)
+    dest = np.empty(len(all_uids), np.int64)
+    dest[:] = -1
+    dest[order] = np.arange(n)
+    tmp = {name: root / f".tmp-{name}" for name in ("pixels.npy", "tokens.npy")}
+    px = np.lib.format.open_memmap(tmp["pixels.npy"], "w+", np.uint8, (n, s, s, 3))
+    tk = np.lib.format.open_memmap(tmp["tokens.npy"], "w+", np.int32, (n, ctx))
+    start = 0
+    for sh, u in zip(shards, part_uids):
+        d = dest[start : start + len(u)]
+        ok = d >= 0
+        if len(u):
+            with np.load(root / "parts" / f"{_shard_stem(sh)}.npz") as z:
+                px[d[ok]] = z["pixels"][ok]
+                tk[d[ok]] = z["tokens"][ok]
+        start += len(u)
+    px.flush()
+    tk.flush()
+    del px, tk
+    for name, t in tmp.items():
+        os.replace(t, root / name)
+    with atomic_open(root / "uids.npy", "wb") as f:
+        np.save(f, all_uids[order])
+    with atomic_open(root / "shard.npy", "wb") as f:
+        np.save(f, shard_of[order])
+    write_json(root / "manifest.json", {
+        "format": CACHE_FORMAT, "rows": int(n), "image_size": s, "context_length": ctx, "shards": list(shards),
+        "rows_per_shard": [m["rows"] for m in markers],
+        "corrupt_members": int(sum(m["corrupt_members"] for m in markers)),
+        "missing_shards": int(sum(m["missing_shards"] for m in markers)),
+        "duplicate_uids_dropped": int(dups),
+        "messages": [msg for m in markers for msg in m["messages"]][:100],
+    })

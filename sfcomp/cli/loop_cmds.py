@@ -1,0 +1,120 @@
+"""CLI: the self-filtering loop (`round`, `run`) and its outputs (`export-subset`, `scores-to-parquet`)."""
+from __future__ import annotations
+
+
+import click
+
+
+def _loop_options(f):
+    opts = [
+        click.option("--pool", required=True, help="Pool folder/URL, or a name from sfcomp/configs/pools.json "
+                                                   "(demo, small, medium, large, xlarge)."),
+        click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Round directories go here."),
+        click.option("--preset", default="tiny", show_default=True, help="In-loop model preset name or .json path."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--score", default="crossfit", show_default=True,
+                     type=click.Choice(["crossfit", "cosine", "ckpt_avg"]), help="Score that selects the next mix."),
+        click.option("--folds", default=2, show_default=True, type=int,
+                     help="Models per round; >= 2 cross-fits (each sample scored by a model that did not train on it)."),
+        click.option("--top-frac", default=0.3, show_default=True, type=float, help="Next mix: top fraction ..."),
+        click.option("--random-frac", default=0.1, show_default=True, type=float,
+                     help="... plus this fraction of the whole pool, uniformly at random."),
+        click.option("--round0-frac", default=1.0, show_default=True, type=float,
+                     help="Round 0 trains on this uniform fraction of the pool."),
+        click.option("--train-shards", default=None,
+                     help="Comma-separated pool shards (e.g. 00000000,00000001) training is limited to; "
+                          "scoring always covers every shard."),
+        click.option("--steps", default=None, type=int, help="Training steps per model (default: the preset's)."),
+        click.option("--snapshots", default="", help="Comma-separated fractions of training (e.g. 0.5,0.75) at "
+                                                     "which to snapshot scores for the ckpt_avg score."),
+        click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+                     help="Decode cache folder (default: $SFCOMP_CACHE_DIR or POOL/.sfcomp-cache)."),
+        click.option("--cache-workers", default=1, show_default=True, type=int, help="Processes decoding shards."),
+        click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)."),
+        click.option("--threads", default=None, type=int, help="torch CPU threads."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac, round0_frac, train_shards, steps,
+               snapshots, cache_dir, cache_workers, device, threads, quiet):
+    from ..loop import Loop, LoopConfig
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
+                     round0_frac=round0_frac,
+                     train_shards=[s.strip() for s in train_shards.split(",") if s.strip()] if train_shards else None,
+                     steps=steps, snapshots=[float(x) for x in snapshots.split(",") if x.strip()])
+    return Loop(pool, workdir, cfg, cache_dir=cache_dir, device=device, progress=not quiet,
+                cache_workers=cache_workers)
+
+
+def _echo_round(r: dict) -> None:
+    summary = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r["report"].items())
+    click.echo(f"round {r['round']}: mix {r['mix_size']} -> next mix {r['next_mix']['union']} "
+               f"(train {r['train_s']:.0f}s, score {r['score_s']:.0f}s, select {r['select_s']:.1f}s)"
+               + (f"; {summary}" if summary else ""))
+
+
+@click.command("round")
+@_loop_options
+@click.option("--round", "round_index", default=None, type=int, help="Round to run (default: the next unfinished).")
+def round_cmd(round_index, **kw) -> None:
+    """Run one self-filtering round: train on the mix, score every pool sample, select the next mix."""
+    loop = _make_loop(**kw)
+    r = loop.run_round(round_index)
+    if loop.rank == 0:
+        _echo_round(r)
+
+
+@click.command("run")
+@_loop_options
+@click.option("--rounds", default=3, show_default=True, type=int, help="Rounds in total (finished ones are kept).")
+def run_cmd(rounds, **kw) -> None:
+    """Chain self-filtering rounds; resumes from the last finished round. Leaves WORKDIR/final_scores.npy."""
+    loop = _make_loop(**kw)
+    for r in loop.run(rounds):
+        if loop.rank == 0:
+            _echo_round(r)
+    if loop.rank == 0:
+        click.echo(f"final scores: {loop.workdir / 'final_scores.npy'}")
+
+
+@click.command("export-subset")
+@click.option("--scores", "scores", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Score file (repeat for per-rank parts of one pool).")
+@click.option("--field", default=None, help="Score field to rank by (default: the file's default).")
+@click.option("--top-frac", type=float, default=None)
+@click.option("--top-k", type=int, default=None)
+@click.option("--threshold", type=float, default=None)
+@click.option("--random-frac", type=float, default=0.0, show_default=True,
+              help="Plus a uniform random sample of this fraction of the whole pool.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--streaming/--in-memory", default=None, help="Force the selection path (default: automatic).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output subset .npy.")
+def export_subset(scores, field, top_frac, top_k, threshold, random_frac, seed, streaming, out) -> None:
+    """Scores -> a DataComp subset (sorted u8,u8, unique): top-scored UNION uniform random, + OUT.json sidecar."""
+    from ..export import export_subset as run
+
+    side = run(list(scores), out, field=field, top_frac=top_frac, top_k=top_k, threshold=threshold,
+               random_frac=random_frac or None, seed=seed, streaming=streaming)
+    c = side["counts"]
+    click.echo(f"wrote {out}: {c.get('union')} uids (top {c.get('top')}, random {c.get('random')}, "
+               f"overlap {c.get('overlap')}) by {side['field']}")
+
+
+@click.command("scores-to-parquet")
+@click.argument("scores", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+def scores_to_parquet(scores, out) -> None:
+    """Write a score file as parquet (uid hex string + one float column per score) for pandas users."""
+    from ..scorefile import scores_to_parquet as run
+
+    n = run(scores, out)
+    click.echo(f"wrote {out}: {n} rows")

@@ -1,0 +1,55 @@
+"""`sfcomp download` and `sfcomp make-pool`: parse, call sfcomp.download / sfcomp.makepool, print."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("download")
+@click.argument("url_list", type=click.Path(exists=True))
+@click.option("--out", "output_dir", required=True, type=click.Path(), help="Shard folder (POOL/shards).")
+@click.option("--image-size", default=512, show_default=True, help="Longest side after resize (DataComp: 512).")
+@click.option("--processes", default=2, show_default=True)
+@click.option("--threads", default=32, show_default=True, help="Download threads per process.")
+@click.option("--samples-per-shard", default=10000, show_default=True, help="Input rows per shard (DataComp: 10000).")
+@click.option("--timeout", default=10, show_default=True, help="Seconds per request.")
+@click.option("--retries", default=0, show_default=True)
+def download(url_list, output_dir, image_size, processes, threads, samples_per_shard, timeout, retries):
+    """Download URL_LIST (a parquet, or a folder of them, with url/text/uid columns) into webdataset shards.
+
+    img2dataset with DataComp's settings. Rerun after an interruption: finished shards are kept, the rest done.
+    """
+    from ..download import download as run
+
+    r = run(url_list, output_dir, image_size=image_size, processes=processes, threads=threads,
+            samples_per_shard=samples_per_shard, timeout=timeout, retries=retries)
+    click.echo(r.summary())
+
+
+@click.command("make-pool")
+@click.option("--source", default="fashion-mnist", show_default=True, type=click.Choice(["fashion-mnist"]))
+@click.option("--out", required=True, type=click.Path(), help="Pool folder to create (resumes a partial one).")
+@click.option("--size", default=60000, show_default=True, help="Samples in the pool (rows of metadata).")
+@click.option("--noise", default=0.5, show_default=True, help="Share of samples with a noisy caption.")
+@click.option("--noise-mix", default="default", show_default=True,
+              help="Noise profile: default, misaligned, junk, memorizable, neardup (sfcomp/sources/noise_profiles.json).")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same pool.")
+@click.option("--direct", is_flag=True, help="Skip HTTP: feed the files to img2dataset's code directly (same layout).")
+@click.option("--image-size", default=64, show_default=True, help="Shard image size (DataComp uses 512).")
+@click.option("--samples-per-shard", default=10000, show_default=True)
+@click.option("--processes", default=2, show_default=True, help="img2dataset processes.")
+@click.option("--threads", default=32, show_default=True, help="img2dataset threads per process.")
+@click.option("--ref-steps", default=None, type=int, help="Training steps of the reference CLIPs (preset default).")
+@click.option("--quiet", is_flag=True)
+def make_pool(source, out, size, noise, noise_mix, seed, direct, image_size, samples_per_shard, processes, threads,
+              ref_steps, quiet):
+    """Build a noisy DataComp-format demo pool (metadata, shards, truth.parquet, eval sets) from a real dataset."""
+    from ..makepool import make_pool as run
+
+    info = run(out, source=source, size=size, noise=noise, noise_mix=noise_mix, seed=seed, direct=direct,
+               image_size=image_size, samples_per_shard=samples_per_shard, processes=processes, threads=threads,
+               ref_steps=ref_steps, progress=not quiet, log=(lambda m: None) if quiet else click.echo)
+    click.echo(f"pool {out}: requested {info['requested']}, downloaded {info['downloaded']}, "
+               f"{info['shards']} shards, noisy {info['noisy_fraction']:.1%}")
+    click.echo("noise mix: " + json.dumps(info["noise_mix"]))

@@ -1,0 +1,81 @@
+"""Evaluation sets in clip_benchmark's `wds` layout (what DataComp's evaluate.py reads).
+
+    TASK/test/0.tar, 1.tar, ...   KEY.png + KEY.cls (class index)  |  retrieval: KEY.png + KEY.txt (captions, one a line)
+    TASK/test/nshards.txt         number of shards
+    TASK/classnames.txt           one class name a line (classification)
+    TASK/zeroshot_classification_templates.txt   one template a line, {c} = class name
+    TASK/dataset_type.txt         "retrieval" for retrieval sets
+"""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .atomic import atomic_open
+
+ZEROSHOT_TEMPLATES = [
+    "a photo of a {c}.",
+    "a photo of the {c}.",
+    "a product photo of a {c}.",
+    "a black and white photo of a {c}.",
+    "a low resolution photo of a {c}.",
+    "a close-up photo of a {c}.",
+    "a {c} for sale.",
+    "an item of clothing: {c}.",
+]
+
+
+def _png(rgb_or_gray: np.ndarray) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(rgb_or_gray)
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    tf.addfile(info, io.BytesIO(data))
+
+
+def _write_shards(split_dir: Path, members: Sequence[dict[str, bytes]], per_shard: int) -> int:
+    split_dir.mkdir(parents=True, exist_ok=True)
+    n_shards = max(1, -(-len(members) // per_shard))
+    for s in range(n_shards):
+        with atomic_open(split_dir / f"{s}.tar", "wb") as f, tarfile.open(fileobj=f, mode="w") as tf:
+            for i in range(s * per_shard, min(len(members), (s + 1) * per_shard)):
+                key = f"s{i:07d}"
+                for ext, data in members[i].items():
+                    _add(tf, f"{key}.{ext}", data)
+    with atomic_open(split_dir / "nshards.txt", "w") as f:
+        f.write(f"{n_shards}\n")
+    return n_shards
+
+
+def write_classification_set(task_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray,
+                             classnames: Sequence[str], templates: Sequence[str] = ZEROSHOT_TEMPLATES,
+                             per_shard: int = 5000) -> None:
+    task_dir = Path(task_dir)
+    members = [{"png": _png(images[i]), "cls": str(int(labels[i])).encode()} for i in range(len(images))]
+    _write_shards(task_dir / "test", members, per_shard)
+    with atomic_open(task_dir / "classnames.txt", "w") as f:
+        f.write("".join(f"{c}\n" for c in classnames))
+    with atomic_open(task_dir / "zeroshot_classification_templates.txt", "w") as f:
+        f.write("".join(f"{t}\n" for t in templates))
+
+
+def write_retrieval_set(task_dir: str | os.PathLike, images: np.ndarray, captions: Sequence[Sequence[str]],
+                        per_shard: int = 5000) -> None:
+    task_dir = Path(task_dir)
+    members = [{"png": _png(images[i]), "txt": "\n".join(captions[i]).encode()} for i in range(len(images))]
+    _write_shards(task_dir / "test", members, per_shard)
+    with atomic_open(task_dir / "dataset_type.txt", "w") as f:
+        f.write("retrieval\n")

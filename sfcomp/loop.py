@@ -1,0 +1,458 @@
+"""Self-filtering rounds: train on the mix, score every pool sample, select the next mix; resume; seeds.
+
+Workdir layout:
+    W/config.json            pool + preset + loop settings and their fingerprint (a workdir never mixes two)
+    W/round_{k:02d}/mix.npy  the uids round k trains on (round 0: the whole pool or a uniform sample)
+                   model_f{f}.pt       fold f's trained model (state_dict), so a killed round resumes after it
+                   scores.npy (+.json) every pool sample's scores (sfcomp.scorefile format)
+                   next_mix.npy (+.json) top-scored + random from the whole pool: round k+1's mix
+                   report.json, report.png
+                   done.json           completion marker, written last
+    W/final_scores.npy (+.json)        the last finished round's score file
+
+Scores of a round (fields of scores.npy):
+    crossfit  (folds >= 2) the mix is split into `folds` folds by a seeded uid hash; model f trains on the mix
+              minus fold f; a mix sample is scored by the one model that did not see it, a sample outside the
+              mix by the mean of all models.
+    cosine    in-sample cosine: a mix sample scored by the models that trained on it (folds == 1: the one
+              model trained on the whole mix), others by the mean of all models.
+    ckpt_avg  (snapshots given) the in-sample cosine averaged over snapshots taken during training.
+
+Distributed (torchrun): training is DDP; scoring is split across ranks by whole pool shards; each rank writes
+scores.rank{r}.npy and rank 0 merges them by uid. Single-process runs take the same path with one rank.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import uids as U
+from .atomic import atomic_open, write_json
+from .errors import BadInputError
+from .pool import Pool
+
+FIELDS_BY_METHOD = {"crossfit", "cosine", "ckpt_avg"}
+
+
+@dataclass
+class LoopConfig:
+    preset: str | dict = "tiny"
+    seed: int = 0
+    score: str = "crossfit"          # the score field that selects the next mix
+    folds: int = 2                   # models per round; >= 2 gives the cross-fitted score
+    top_frac: float = 0.3            # next mix = top fraction of the pool ...
+    random_frac: float = 0.1         # ... union a uniform sample of the whole pool
+    round0_frac: float = 1.0         # round 0 trains on the whole pool (1.0) or a uniform sample
+    train_shards: list[str] | None = None  # train only on rows from these pool shards (scoring covers all)
+    steps: int | None = None         # override the preset's steps per model
+    snapshots: list[float] = field(default_factory=list)  # fractions of training for ckpt_avg snapshots
+    kmeans_k: int = 10               # clusters for the composition-drift report
+
+    def fields(self) -> list[str]:
+        out = (["crossfit"] if self.folds >= 2 else []) + ["cosine"] + (["ckpt_avg"] if self.snapshots else [])
+        return out
+
+    def check(self) -> None:
+        if self.folds < 1:
+            raise BadInputError(None, f"folds must be >= 1, got {self.folds}")
+        if self.score not in self.fields():
+            raise BadInputError(None, f"score {self.score!r} is not computed with folds={self.folds} and "
+                                      f"snapshots={self.snapshots} (available: {', '.join(self.fields())})")
+        for name in ("top_frac", "round0_frac"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise BadInputError(None, f"{name} must be in (0, 1], got {v}")
+        if not 0 <= self.random_frac <= 1:
+            raise BadInputError(None, f"random_frac must be in [0, 1], got {self.random_frac}")
+        if any(not 0 < s <= 1 for s in self.snapshots):
+            raise BadInputError(None, f"snapshots are fractions of training in (0, 1], got {self.snapshots}")
+
+
+# ------------------------------------------------------------------------------------------ pools and names
+def resolve_pool(name_or_path: str) -> str:
+    """A pool path from a path or a name in sfcomp/configs/pools.json (overridable: see that file's _doc)."""
+    if Path(name_or_path).expanduser().exists() or "/" in name_or_path or "://" in name_or_path:
+        return str(Path(name_or_path).expanduser()) if "://" not in name_or_path else name_or_path
+    table = json.loads((Path(__file__).parent / "configs" / "pools.json").read_text())
+    user_cfg = os.environ.get("SFCOMP_POOLS_CONFIG") or os.path.expanduser("~/.config/sfcomp/pools.json")
+    if os.path.exists(user_cfg):
+        table.update(json.loads(Path(user_cfg).read_text()))
+    env = os.environ.get(f"SFCOMP_POOL_{name_or_path.upper()}")
+    if env:
+        return os.path.expanduser(env)
+    if name_or_path not in table or name_or_path.startswith("_"):
+        names = ", ".join(k for k in table if not k.startswith("_"))
+        raise BadInputError(None, f"--pool {name_or_path!r} is neither a folder nor a known pool name ({names})")
+    path = os.path.expanduser(os.path.expandvars(table[name_or_path]))
+    if "$" in path:
+        raise BadInputError(None, f"pool {name_or_path!r} -> {table[name_or_path]!r}: set the environment "
+                                  f"variable it uses, or SFCOMP_POOL_{name_or_path.upper()}=PATH")
+    if not os.path.isabs(path) and not os.path.exists(path):
+        project_root = Path(__file__).resolve().parent.parent
+        path = str(project_root / path)
+    return path
+
+
+def pool_fingerprint(pool: Pool) -> str:
+    """Hash of the pool's metadata and shard file names and sizes (cheap: a listing, no data read)."""
+    import fsspec
+
+    h = hashlib.sha256()
+    for p in pool.metadata_files() + pool.shard_files():
+        fs, q = fsspec.core.url_to_fs(p)
+        h.update(f"{Path(p).name}:{fs.size(q)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ distributed helpers
+def maybe_init_distributed() -> tuple[int, int]:
+    """Initialise torch.distributed under torchrun (WORLD_SIZE > 1): nccl on GPU, gloo on CPU."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    from .train import dist_info
+
+    return dist_info()
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+def derive_seed(*parts: Any) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
+
+
+# ------------------------------------------------------------------------------------------ the loop
+class Loop:
+    """One workdir, one pool, one configuration. `run_round()` runs the next unfinished round."""
+
+    def __init__(self, pool: str, workdir: str | os.PathLike, config: LoopConfig, cache_dir: str | None = None,
+                 device: str | None = None, progress: bool = True, cache_workers: int = 1):
+        from .model import load_preset
+
+        config.check()
+        self.pool = Pool(resolve_pool(pool))
+        self.workdir = Path(workdir)
+        self.config = config
+        self.preset = load_preset(config.preset)
+        self.progress = progress
+        self.device = device or default_device()
+        self.rank, self.world = maybe_init_distributed()
+        self._check_workdir(cache_dir)
+        self.data = self._open_data(cache_dir, cache_workers)
+        self.truth = self._load_truth()
+
+    # ---- setup
+    def _check_workdir(self, cache_dir) -> None:
+        self.pool.metadata_files()  # clear errors for a missing/empty pool before anything else
+        cfg = {"pool": {"path": os.path.abspath(self.pool.root) if "://" not in self.pool.root else self.pool.root,
+                        "fingerprint": pool_fingerprint(self.pool)},
+               "preset": self.preset, "loop": asdict(self.config)}
+        fp = hashlib.sha256(json.dumps({"pool": cfg["pool"]["fingerprint"], "preset": self.preset,
+                                        "loop": cfg["loop"]}, sort_keys=True).encode()).hexdigest()[:16]
+        cfg["fingerprint"] = fp
+        path = self.workdir / "config.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("fingerprint") != fp:
+                diffs = [k for k in ("preset", "loop") if old.get(k) != cfg[k]]
+                if old.get("pool", {}).get("fingerprint") != cfg["pool"]["fingerprint"]:
+                    diffs.insert(0, f"pool ({old.get('pool', {}).get('path')})")
+                raise BadInputError(path, f"workdir belongs to a different configuration (differs: "
+                                          f"{', '.join(diffs) or 'fingerprint'}); use a new --workdir")
+        elif self.rank == 0:
+            write_json(path, cfg)
+        self.fingerprint = fp
+
+    def _open_data(self, cache_dir, cache_workers):
+        from .cache import build_cache, cache_dir_for
+        from .data import CachedPoolData
+
+        if self.preset["cache"]:
+            root = Path(cache_dir) if cache_dir else cache_dir_for(self.pool.root, self.preset)
+            if self.rank == 0:  # one builder; shards decode in parallel worker processes
+                build_cache(self.pool, self.preset, root, workers=cache_workers, progress=self.progress)
+            _barrier()
+            from .cache import PoolCache
+
+            return CachedPoolData(PoolCache.open(root))
+        from .stream import StreamedPoolData
+
+        return StreamedPoolData(self.pool, self.preset)
+
+    def _load_truth(self):
+        """Row-aligned truth (clean, noise_type, class) when POOL/truth.parquet exists, else None."""
+        path = f"{self.pool.root.rstrip('/')}/truth.parquet"
+        if "://" in path or not os.path.exists(path):
+            return None
+        from .pool import read_metadata_file
+
+        t = read_metadata_file(path).to_pandas()
+        tu = U.hex_to_uids(t["uid"].to_numpy(), path)
+        order = np.lexsort((tu["f1"], tu["f0"]))
+        tu = tu[order]
+        pos = np.searchsorted(tu["f0"], self.data.uids["f0"])
+        pos = np.minimum(pos, len(tu) - 1)
+        found = (tu["f0"][pos] == self.data.uids["f0"]) & (tu["f1"][pos] == self.data.uids["f1"])
+        if not found.all():
+            return None
+        rows = order[pos]
+        out = {c: t[c].to_numpy()[rows] for c in t.columns if c != "uid"}
+        return out
+
+    # ---- round bookkeeping
+    def round_dir(self, k: int) -> Path:
+        return self.workdir / f"round_{k:02d}"
+
+    def finished_rounds(self) -> int:
+        k = 0
+        while (self.round_dir(k) / "done.json").exists():
+            k += 1
+        return k
+
+    def run(self, rounds: int) -> list[dict]:
+        out = []
+        for k in range(rounds):
+            if (self.round_dir(k) / "done.json").exists():
+                out.append(json.loads((self.round_dir(k) / "done.json").read_text()))
+                continue
+            out.append(self.run_round(k))
+        return out
+
+    def _mix_rows(self, k: int) -> np.ndarray:
+        """Row indices (into data.uids) of round k's training mix; writes round_k/mix.npy."""
+        from .select import make_mix
+
+        uids = self.data.uids
+        cfg = self.config
+        if k == 0:
+            if cfg.round0_frac >= 1:
+                mix = uids
+            else:
+                mix, _ = make_mix(uids, None, random_frac=cfg.round0_frac, seed=derive_seed(cfg.seed, "round0"))
+        else:
+            prev = self.round_dir(k - 1) / "next_mix.npy"
+            if not (self.round_dir(k - 1) / "done.json").exists():
+                raise BadInputError(self.round_dir(k - 1), f"round {k - 1} is not finished; run it first")
+            mix = U.read_subset(prev, mmap=False)
+        mask = U.isin_sorted(uids, U.sort_uids(mix))
+        if cfg.train_shards:
+            shard_mask = np.zeros(len(uids), bool)
+            shard_mask[self.data.rows_of_shards(cfg.train_shards)] = True
+            mask &= shard_mask
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            raise BadInputError(self.round_dir(k), "round's training mix is empty (check --train-shards)")
+        if self.rank == 0:
+            U.write_subset(self.round_dir(k) / "mix.npy", uids[rows])
+        return rows
+
+    def _score_rows(self) -> np.ndarray:
+        """This rank's rows to score: whole pool shards, shard i to rank i % world."""
+        if self.world == 1:
+            return np.arange(len(self.data.uids))
+        return np.flatnonzero(self.data.shard % self.world == self.rank)
+
+    def _fold_of(self, k: int, rows: np.ndarray) -> np.ndarray:
+        from .select import uid_hash
+
+        u = self.data.uids[rows]
+        return (uid_hash(u["f0"], u["f1"], derive_seed(self.config.seed, "folds", k)) %
+                np.uint64(max(1, self.config.folds))).astype(np.int64)
+
+    # ---- one round
+    def run_round(self, k: int | None = None) -> dict:
+        import torch
+
+        from .model import create_model
+        from .train import steps_for
+
+        k = self.finished_rounds() if k is None else k
+        rdir = self.round_dir(k)
+        if (rdir / "done.json").exists():
+            return json.loads((rdir / "done.json").read_text())
+        rdir.mkdir(parents=True, exist_ok=True)
+        cfg, preset = self.config, self.preset
+        t_start = time.time()
+        timings = {"train_s": 0.0, "score_s": 0.0, "select_s": 0.0, "report_s": 0.0}
+
+        mix_rows = self._mix_rows(k)
+        folds = cfg.folds
+        fold_of_mix = self._fold_of(k, mix_rows) if folds >= 2 else np.zeros(len(mix_rows), np.int64)
+        steps = cfg.steps if cfg.steps is not None else steps_for(preset, len(mix_rows) * (folds - 1) // max(1, folds)
+                                                                 if folds >= 2 else len(mix_rows))
+        score_rows = self._score_rows()
+        n_models = max(1, folds)
+        cos = np.zeros((len(score_rows), n_models), np.float32)
+        snaps: list[list[np.ndarray]] = [[] for _ in range(n_models)]
+        img_emb_sample = None
+        trained_samples = 0
+        scored_samples = 0
+        for f in range(n_models):
+            train_rows = mix_rows[fold_of_mix != f] if folds >= 2 else mix_rows
+            model, _ = create_model(preset, seed=derive_seed(cfg.seed, "model", k, f))
+            ckpt = rdir / f"model_f{f}.pt"
+            snap_path = rdir / f"snapshots_f{f}.rank{self.rank}.npy"
+            if ckpt.exists() and (not cfg.snapshots or snap_path.exists()):
+                model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+                if cfg.snapshots:
+                    snaps[f] = list(np.load(snap_path))
+            else:
+                snap_steps = sorted({max(1, min(steps, round(s * steps))) for s in cfg.snapshots} - {steps})
+                on_step = None
+                if snap_steps:
+                    def on_step(step, m, f=f, snap_steps=snap_steps):
+                        if step in snap_steps:
+                            t0 = time.time()
+                            a, b = self.data.embed(m, score_rows, preset, self.device, progress=False)
+                            snaps[f].append(np.einsum("ij,ij->i", a, b).astype(np.float32))
+                            m.train()
+                            timings["snapshot_s"] = timings.get("snapshot_s", 0.0) + time.time() - t0
+                t0, snap0 = time.time(), timings.get("snapshot_s", 0.0)
+                self.data.train(model, train_rows, preset, steps, seed=derive_seed(cfg.seed, "batches", k, f),
+                                device=self.device, progress=self.progress, on_step=on_step,
+                                desc=f"round {k} train {f + 1}/{n_models}")
+                timings["train_s"] += time.time() - t0 - (timings.get("snapshot_s", 0.0) - snap0)
+                trained_samples += steps * min(preset["batch_size"], len(train_rows))
+                if cfg.snapshots:
+                    with atomic_open(snap_path, "wb") as fh:
+                        np.save(fh, np.stack(snaps[f]) if snaps[f] else np.zeros((0, len(score_rows)), np.float32))
+                if self.rank == 0:
+                    with atomic_open(ckpt, "wb") as fh:
+                        torch.save({k2: v.cpu() for k2, v in model.state_dict().items()}, fh)
+            t0 = time.time()
+            img, txt = self.data.embed(model, score_rows, preset, self.device, progress=self.progress)
+            timings["score_s"] += time.time() - t0
+            scored_samples += len(score_rows)
+            cos[:, f] = np.einsum("ij,ij->i", img, txt)
+            if f == 0:
+                take = np.random.default_rng(derive_seed(cfg.seed, "emb", k)).permutation(len(score_rows))[:20000]
+                img_emb_sample = (score_rows[np.sort(take)], img[np.sort(take)])
+            del model
+            _barrier()
+
+        fields = self._combine(k, score_rows, mix_rows, fold_of_mix, cos, snaps)
+        t0 = time.time()
+        scores_path = rdir / "scores.npy"
+        meta = {"round": k, "pool": self.pool.root, "fingerprint": self.fingerprint, "preset": preset["name"],
+                "seed": cfg.seed, "folds": folds}
+        from .scorefile import merge_score_files, write_scores
+
+        if self.world == 1:
+            write_scores(scores_path, self.data.uids[score_rows], fields, meta=meta, default=cfg.score)
+        else:
+            part = rdir / f"scores.rank{self.rank}.npy"
+            write_scores(part, self.data.uids[score_rows], fields,
+                         meta={**meta, "rank": self.rank, "world_size": self.world}, default=cfg.score)
+            _barrier()
+            if self.rank == 0:
+                merge_score_files([rdir / f"scores.rank{r}.npy" for r in range(self.world)], scores_path, meta=meta)
+        timings["score_s"] += time.time() - t0
+
+        result: dict = {}
+        if self.rank == 0:
+            result = self._select_and_report(k, rdir, scores_path, mix_rows, img_emb_sample, timings)
+            result.update({"round": k, "fingerprint": self.fingerprint, "steps_per_model": steps,
+                           "models": n_models, "world_size": self.world,
+                           "train_samples_per_s": trained_samples / timings["train_s"] if timings["train_s"] else None,
+                           "score_samples_per_s": scored_samples * self.world / timings["score_s"]
+                           if timings["score_s"] else None,
+                           "wall_s": time.time() - t_start, **timings})
+            write_json(rdir / "done.json", result)  # the completion marker: last
+        _barrier()
+        if self.rank != 0:
+            result = json.loads((rdir / "done.json").read_text())
+        return result
+
+    def _combine(self, k, score_rows, mix_rows, fold_of_mix, cos, snaps) -> dict[str, np.ndarray]:
+        """Per-row fields from the models' cosines (see the module docstring)."""
+        folds = self.config.folds
+        n_models = cos.shape[1]
+        # fold of each scored row: -1 outside the mix
+        fold = np.full(len(score_rows), -1, np.int64)
+        pos = np.searchsorted(mix_rows, score_rows)
+        pos = np.minimum(pos, max(0, len(mix_rows) - 1))
+        in_mix = (mix_rows[pos] == score_rows) if len(mix_rows) else np.zeros(len(score_rows), bool)
+        fold[in_mix] = fold_of_mix[pos[in_mix]]
+
+        def insample(c: np.ndarray) -> np.ndarray:
+            if folds < 2:
+                return c[:, 0].copy()
+            trained = np.ones_like(c, dtype=bool)  # which models trained on each row
+            trained[in_mix, fold[in_mix]] = False
+            trained[~in_mix] = True  # outside the mix: mean of all models
+            return (c * trained).sum(1) / trained.sum(1)
+
+        out: dict[str, np.ndarray] = {}
+        if folds >= 2:
+            cf = cos.mean(1)
+            cf[in_mix] = cos[in_mix, fold[in_mix]]
+            out["crossfit"] = cf.astype(np.float32)
+        out["cosine"] = insample(cos).astype(np.float32)
+        if self.config.snapshots:
+            per_snap = [insample(np.stack([snaps[f][s] for f in range(n_models)], 1))
+                        for s in range(min(len(x) for x in snaps))] + [out["cosine"]]
+            out["ckpt_avg"] = np.mean(per_snap, 0).astype(np.float32)
+        return out
+
+    def _select_and_report(self, k, rdir, scores_path, mix_rows, img_emb_sample, timings) -> dict:
+        from .export import export_subset
+        from .report import write_round_report
+
+        cfg = self.config
+        t0 = time.time()
+        side = export_subset(scores_path, rdir / "next_mix.npy", field=cfg.score, top_frac=cfg.top_frac,
+                             random_frac=cfg.random_frac or None, seed=derive_seed(cfg.seed, "select", k),
+                             hash_inputs=False, meta={"round": k})
+        info = side["counts"]
+        mix = U.read_subset(rdir / "next_mix.npy", mmap=False)
+        arr = np.load(scores_path, mmap_mode="r")
+        uids = np.asarray(arr[["f0", "f1"]]).astype(U.UID_DTYPE)
+        timings["select_s"] = time.time() - t0
+
+        t0 = time.time()
+        fields = {name: np.asarray(arr[name]) for name in arr.dtype.names[2:]}
+        report = write_round_report(
+            rdir, k, uids, fields, cfg.score, mix_uids=self.data.uids[mix_rows], next_mix=mix,
+            img_emb_sample=(self.data.uids[img_emb_sample[0]], img_emb_sample[1]) if img_emb_sample else None,
+            truth=self.truth, top_frac=cfg.top_frac, kmeans_k=cfg.kmeans_k, seed=derive_seed(cfg.seed, "kmeans", k),
+            errors=self.data.errors, timings=timings)
+        _copy_scores(scores_path, self.workdir / "final_scores.npy")
+        timings["report_s"] = time.time() - t0
+        return {"mix_size": int(len(mix_rows)), "next_mix": info, "report": report.get("summary", {})}
+
+
+def _copy_scores(src: Path, dst: Path) -> None:
+    """Copy a score file and its sidecar atomically (sidecar first, .npy last, as scorefile writes them)."""
+    from .scorefile import sidecar_path
+
+    dst.unlink(missing_ok=True)
+    with open(sidecar_path(src), "rb") as a, atomic_open(sidecar_path(dst), "wb") as b:
+        shutil.copyfileobj(a, b)
+    with open(src, "rb") as a, atomic_open(dst, "wb") as b:
+        shutil.copyfileobj(a, b)

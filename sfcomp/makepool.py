@@ -1,0 +1,397 @@
+"""`sfcomp make-pool`: a noisy demo pool from a real dataset, in DataComp's exact on-disk layout.
+
+Stages (each resumable; a finished stage leaves a file that the next run trusts):
+  1. plan      images -> captions, noise, uids, served files (DIR/_work/plan.parquet, blob, pixels)
+  2. metadata  reference CLIP models (trained on a held-out clean split) -> scores + embeddings;
+               DIR/metadata/<32-hex>.parquet + .npz (the npz first, the parquet last)
+  3. shards    serve the files on 127.0.0.1 and fetch them with `sfcomp download` (img2dataset), or with
+               `direct=True` read them from the blob through the same img2dataset code
+  4. truth     DIR/truth.parquet (uid, clean, noise_type, class, ...), kept out of metadata/ and shards/
+  5. eval      DIR/eval/fashion_mnist (zero-shot classification) and DIR/eval/fashion_mnist_retrieval
+  6. DIR/make_pool.json (arguments, counts, measured noise mix, timings), then DIR/.complete, written last.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .atomic import atomic_open, write_json
+from .errors import SfcompError
+
+SOURCES = ("fashion-mnist",)
+METADATA_COLUMNS = ["uid", "url", "text", "original_width", "original_height", "clip_b32_similarity_score",
+                    "clip_l14_similarity_score", "face_bboxes", "sha256"]
+TRUTH_COLUMNS = ["uid", "clean", "noise_type", "class", "variant", "source_index", "served"]
+
+
+def _metadata_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("uid", pa.string()), ("url", pa.string()), ("text", pa.string()),
+        ("original_width", pa.int64()), ("original_height", pa.int64()),
+        ("clip_b32_similarity_score", pa.float32()), ("clip_l14_similarity_score", pa.float32()),
+        ("face_bboxes", pa.list_(pa.list_(pa.float64()))), ("sha256", pa.string()),
+    ])
+
+
+def n_metadata_files(size: int) -> int:
+    """A few files, as a real pool has (DataComp: one per ~505k rows); ~15k rows a file here."""
+    return 1 if size < 100 else max(2, min(8, size // 15000))
+
+
+def _split_bounds(n: int, k: int) -> list[tuple[int, int]]:
+    edges = np.linspace(0, n, k + 1).round().astype(int)
+    return [(int(edges[i]), int(edges[i + 1])) for i in range(k)]
+
+
+class PoolBuilder:
+    def __init__(self, out: str | os.PathLike, source: str = "fashion-mnist", size: int = 60000,
+                 noise: float = 0.5, noise_mix: str = "default", seed: int = 0, direct: bool = False,
+                 image_size: int = 64, samples_per_shard: int = 10000, processes: int = 2, threads: int = 32,
+                 ref_size: int = 5000, ref_steps: int | None = None, ref_batch_size: int | None = None,
+                 retrieval_size: int = 2000, eval_size: int | None = None, timeout: int = 10,
+                 progress: bool = True, log: Callable[[str], None] = print):
+        if source not in SOURCES:
+            raise SfcompError(f"unknown source {source!r} (available: {', '.join(SOURCES)})")
+        if size < 1:
+            raise SfcompError(f"--size must be positive, got {size}")
+        from .sources.noise import get_profile
+
+        self.profile = get_profile(noise_mix)
+        self.out = Path(out)
+        self.work = self.out / "_work"
+        self.args = dict(source=source, size=int(size), noise=float(noise), noise_mix=noise_mix, seed=int(seed),
+                         image_size=int(image_size), samples_per_shard=int(samples_per_shard),
+                         ref_size=int(ref_size), ref_steps=ref_steps, ref_batch_size=ref_batch_size,
+                         retrieval_size=int(retrieval_size), eval_size=eval_size)
+        self.timeout = timeout
+        self.direct = direct
+        self.processes, self.threads = processes, threads
+        self.progress, self.log = progress, log
+        self.timings: dict[str, float] = {}
+
+    # ---- driver ---------------------------------------------------------------------------------------
+    def build(self) -> dict:
+        if (self.out / ".complete").exists():
+            info = json.loads((self.out / "make_pool.json").read_text())
+            if info["args"] != self.args:
+                raise SfcompError(f"{self.out}: holds a finished pool built with other arguments "
+                                  f"({info['args']}); choose another --out or remove it")
+            self.log(f"{self.out}: pool already complete")
+            return info
+        self._check_args()
+        plan = self._stage("plan", self.plan)
+        self._stage("metadata", lambda: self.metadata(plan))
+        dl = self._stage("shards", lambda: self.shards(plan))
+        self._stage("truth", lambda: self.truth(plan))
+        self._stage("eval", self.eval_sets)
+        info = self.summary(plan, dl)
+        write_json(self.out / "make_pool.json", info)
+        shutil.rmtree(self.work, ignore_errors=True)
+        with atomic_open(self.out / ".complete", "w") as f:
+            f.write("ok\n")
+        return info
+
+    def _stage(self, name: str, fn):
+        t0 = time.perf_counter()
+        self.log(f"[make-pool] {name} ...")
+        r = fn()
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        self.log(f"[make-pool] {name} done in {self.timings[name]:.1f}s")
+        return r
+
+    def _check_args(self) -> None:
+        args_file = self.work / "args.json"
+        if args_file.exists():
+            old = json.loads(args_file.read_text())
+            if old != self.args:
+                raise SfcompError(f"{self.out}: holds a partial pool built with other arguments ({old}); "
+                                  f"rerun with the same arguments to resume, or remove the folder")
+        else:
+            for sub in ("metadata", "shards"):
+                if (self.out / sub).exists() and any((self.out / sub).iterdir()):
+                    raise SfcompError(f"{self.out / sub}: exists and is not a make-pool build; "
+                                      f"choose an empty --out")
+            write_json(args_file, self.args)
+
+    # ---- 1. plan ----------------------------------------------------------------------------------------
+    def plan(self):
+        import pandas as pd
+
+        from .sources import fashion_mnist as F
+        from .sources.pool_plan import PoolPlan, encode_served, plan_pool
+        from .sources.serve import write_blob
+
+        plan_file = self.work / "plan.parquet"
+        if plan_file.exists():
+            table = pd.read_parquet(plan_file)
+            pixels = np.load(self.work / "pixels.npy")
+            ref = np.load(self.work / "ref_indices.npy")
+            return PoolPlan(table=table, pixels=pixels, ref_indices=ref)
+        a = self.args
+        images, labels = F.load("train")
+        plan = plan_pool(images, labels, a["size"], a["noise"], self.profile, a["seed"], ref_size=a["ref_size"])
+        files, sha = encode_served(plan, a["seed"] + 1)
+        t = plan.table
+        t["sha256"] = sha
+        ext = np.where(t["format"] == "png", "png", "jpg")
+        t["path"] = ["/img/" + u[:2] + "/" + u + "." + e for u, e in zip(t["uid"], ext)]
+        # the urls' port is fixed by the seed, so the same seed gives the same metadata; if it is busy at
+        # download time the server takes another and only the download's url lists say so
+        port = int(np.random.default_rng([a["seed"], 7]).integers(20000, 60000))
+        t["url"] = [f"http://127.0.0.1:{port}{p}" for p in t["path"]]
+        k = n_metadata_files(len(t))
+        stems = [f"{int(x):016x}{int(y):016x}" for x, y in
+                 np.random.default_rng([a["seed"], 11]).integers(0, 2**64, (k, 2), dtype=np.uint64)]
+        t["file"] = np.zeros(len(t), np.int64)
+        for i, (lo, hi) in enumerate(_split_bounds(len(t), k)):
+            t.loc[lo : hi - 1, "file"] = i
+        t.attrs = {}
+        spans = write_blob(self.work / "blob.bin", [f if t["fail"].iat[i] != "404" else b""
+                                                     for i, f in enumerate(files)])
+        t["blob_offset"] = [s[0] for s in spans]
+        t["blob_length"] = [s[1] for s in spans]
+        np.save(self.work / "pixels.npy", plan.pixels)
+        np.save(self.work / "ref_indices.npy", plan.ref_indices)
+        write_json(self.work / "stems.json", stems)
+        with atomic_open(plan_file, "wb") as f:
+            t.to_parquet(f, index=False)
+        return plan
+
+    def stems(self) -> list[str]:
+        return json.loads((self.work / "stems.json").read_text())
+
+    # ---- 2. metadata -------------------------------------------------------------------------------------
+    def metadata(self, plan) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import torch
+
+        from .sources import captions as C
+        from .sources import fashion_mnist as F
+        from .sources import reference_clip as R
+
+        stems, t = self.stems(), plan.table
+        meta_dir = self.out / "metadata"
+        if all((meta_dir / f"{s}.parquet").exists() for s in stems):
+            return
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        a = self.args
+        images, labels = F.load("train")
+        ref_img, ref_lab = images[plan.ref_indices], labels[plan.ref_indices]
+        rng = np.random.default_rng([a["seed"], 3])
+        cuts = C.class_coverage_cuts(ref_img, ref_lab)
+        ref_text = [C.caption(int(l), C.pixel_attributes(im, int(l), cuts), rng) for im, l in zip(ref_img, ref_lab)]
+        emb = {}
+        ref_dir = self.work / "reference"
+        ref_dir.mkdir(parents=True, exist_ok=True)
+        texts = t["text"].tolist()
+        for arch in ("b32", "l14"):
+            model, tok, preset = R.train_reference(arch, ref_img, ref_text, seed=a["seed"] + 100, out_dir=ref_dir,
+                                                   steps=a["ref_steps"], batch_size=a["ref_batch_size"],
+                                                   progress=self.progress)
+            img, txt = R.embed(model, tok, preset, plan.pixels, texts)
+            emb[f"{arch}_img"], emb[f"{arch}_txt"] = R.to_float16_unit(img), R.to_float16_unit(txt)
+            # the score is the cosine of the stored (float16) embeddings, as a user recomputing it would get
+            emb[f"{arch}_score"] = np.einsum("ij,ij->i", emb[f"{arch}_img"].astype(np.float32),
+                                             emb[f"{arch}_txt"].astype(np.float32)).astype(np.float32)
+        schema = _metadata_schema()
+        for i, stem in enumerate(stems):
+            rows = np.flatnonzero(t["file"].to_numpy() == i)
+            part = t.iloc[rows]
+            with atomic_open(meta_dir / f"{stem}.npz", "wb") as f:
+                np.savez(f, **{k: emb[k][rows] for k in ("b32_img", "b32_txt", "l14_img", "l14_txt")})
+            table = pa.table({
+                "uid": part["uid"].astype(str).tolist(),
+                "url": part["url"].tolist(),
+                "text": part["text"].tolist(),
+                "original_width": part["original_width"].to_numpy(np.int64),
+                "original_height": part["original_height"].to_numpy(np.int64),
+                "clip_b32_similarity_score": emb["b32_score"][rows],
+                "clip_l14_similarity_score": emb["l14_score"][rows],
+                "face_bboxes": [[] for _ in range(len(rows))],
+                "sha256": part["sha256"].tolist(),
+            }, schema=schema)
+            with atomic_open(meta_dir / f"{stem}.parquet", "wb") as f:
+                pq.write_table(table, f)
+        # keep the reference models beside the pool (not in metadata/ or shards/)
+        dest = self.out / "reference"
+        dest.mkdir(exist_ok=True)
+        for p in sorted(ref_dir.glob("*.pt")) + sorted(ref_dir.glob("*.json")):
+            shutil.copyfile(p, dest / p.name)
+
+    # ---- 3. shards ---------------------------------------------------------------------------------------
+    def expected_shards(self, plan) -> int:
+        per = self.args["samples_per_shard"]
+        counts = np.bincount(plan.table["file"].to_numpy(), minlength=len(self.stems()))
+        return int(sum(math.ceil(c / per) for c in counts))
+
+    def shards(self, plan):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from .download import download, read_stats
+        from .sources.serve import BlobServer, try_port
+
+        shard_dir = self.out / "shards"
+        t = plan.table
+        url_port = int(t["url"].iat[0].split(":")[2].split("/")[0])
+        served = t[t["fail"] != "404"]
+        url_dir = self.work / "urls"
+        blob = self.work / "blob.bin"
+
+        def write_url_lists(port: int) -> None:
+            for i, stem in enumerate(self.stems()):
+                part = t[t["file"] == i]
+                table = pa.table({
+                    "uid": part["uid"].astype(str).tolist(),
+                    "url": [f"http://127.0.0.1:{port}{p}" for p in part["path"]],
+                    "text": part["text"].tolist(),
+                    "face_bboxes": pa.array([[] for _ in range(len(part))], pa.list_(pa.list_(pa.float64()))),
+                })
+                with atomic_open(url_dir / f"{stem}.parquet", "wb") as f:
+                    pq.write_table(table, f)
+
+        kw = dict(image_size=self.args["image_size"], processes=self.processes, threads=self.threads,
+                  samples_per_shard=self.args["samples_per_shard"], timeout=self.timeout)
+        if self.direct:
+            write_url_lists(url_port)
+            write_json(str(blob) + ".routes.json",
+                       {u: [int(o), int(n)] for u, o, n in zip(served["url"], served["blob_offset"],
+                                                               served["blob_length"])})
+            result = download(url_dir, shard_dir, local_blob=blob, **kw)
+        else:
+            routes = {p: (int(o), int(n)) for p, o, n in zip(served["path"], served["blob_offset"],
+                                                            served["blob_length"])}
+            port = url_port if try_port(url_port) else 0
+            with BlobServer(blob, routes, port=port) as server:
+                if server.port != url_port:
+                    self.log(f"[make-pool] port {url_port} busy; serving on {server.port} (metadata urls keep "
+                             f"{url_port})")
+                write_url_lists(server.port)
+                result = download(url_dir, shard_dir, **kw)
+        self.log(f"[make-pool] download: {result.summary()}")
+        done = len(read_stats(shard_dir))
+        if done != self.expected_shards(plan):
+            raise SfcompError(f"{shard_dir}: {done} of {self.expected_shards(plan)} shards finished; "
+                              f"rerun make-pool to resume")
+        return result
+
+    # ---- 4. truth ----------------------------------------------------------------------------------------
+    def truth(self, plan) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        t = plan.table
+        table = pa.table({
+            "uid": t["uid"].astype(str).tolist(),
+            "clean": t["clean"].to_numpy(bool),
+            "noise_type": t["noise_type"].astype(str).tolist(),
+            "class": t["class"].to_numpy(np.int64),
+            "variant": t["variant"].astype(str).tolist(),
+            "source_index": t["source_index"].to_numpy(np.int64),
+            "served": t["fail"].map({"ok": "ok", "404": "404", "corrupt": "undecodable"}).astype(str).tolist(),
+        })
+        with atomic_open(self.out / "truth.parquet", "wb") as f:
+            pq.write_table(table, f)
+
+    # ---- 5. eval sets ------------------------------------------------------------------------------------
+    def eval_sets(self) -> None:
+        from .evalsets import write_classification_set, write_retrieval_set
+        from .sources import captions as C
+        from .sources import fashion_mnist as F
+
+        eval_dir = self.out / "eval"
+        cls_dir, ret_dir = eval_dir / "fashion_mnist", eval_dir / "fashion_mnist_retrieval"
+        images, labels = F.load("test")
+        if self.args["eval_size"] is not None:  # a quick build (tests): the first eval_size test images
+            images, labels = images[: self.args["eval_size"]], labels[: self.args["eval_size"]]
+        if not (cls_dir / "zeroshot_classification_templates.txt").exists():
+            write_classification_set(cls_dir, images, labels, F.PROMPT_CLASSNAMES)
+        if not (ret_dir / "dataset_type.txt").exists():
+            n = min(self.args["retrieval_size"], len(images))
+            rng = np.random.default_rng([self.args["seed"], 5])
+            idx = np.sort(rng.choice(len(images), n, replace=False))
+            cuts = C.class_coverage_cuts(images, labels)
+            caps = []
+            for i in idx:
+                at = C.pixel_attributes(images[i], int(labels[i]), cuts)
+                caps.append([C.clean_caption_for_eval(int(labels[i]), at, rng), C.caption(int(labels[i]), at, rng)])
+            write_retrieval_set(ret_dir, images[idx], caps)
+
+    # ---- 6. summary --------------------------------------------------------------------------------------
+    def summary(self, plan, dl) -> dict:
+        from .download import read_stats
+
+        t = plan.table
+        stats = read_stats(self.out / "shards")
+        mix = t["noise_type"].value_counts(normalize=True).round(4).to_dict()
+        return {
+            "args": self.args,
+            "direct": self.direct,
+            "requested": int(len(t)),
+            "downloaded": int(sum(s["successes"] for s in stats)),
+            "failed_to_download": int(sum(s["failed_to_download"] for s in stats)),
+            "failed_to_resize": int(sum(s["failed_to_resize"] for s in stats)),
+            "shards": len(stats),
+            "metadata_files": len(self.stems()),
+            "noisy_fraction": round(float(1 - t["clean"].mean()), 4),
+            "noise_mix": {k: float(v) for k, v in sorted(mix.items())},
+            "profile": self.profile,
+            "timings_s": self.timings,
+        }
+
+
+def make_pool(out: str | os.PathLike, **kwargs) -> dict:
+    """Build (or resume) a demo pool at `out`; returns the summary written to out/make_pool.json."""
+    return PoolBuilder(out, **kwargs).build()
+
+
+def contact_sheet(pool_dir: str | os.PathLike, out_png: str | os.PathLike, n: int = 24, seed: int = 0,
+                  cols: int = 6) -> None:
+    """A PNG grid of `n` random downloaded samples with their captions; green = clean, red = noisy (truth)."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from .pool import Pool
+
+    pool = Pool(pool_dir)
+    truth = pd.read_parquet(Path(pool_dir) / "truth.parquet").set_index("uid")
+    samples = []
+    for s in pool.iter_samples(shards=pool.shard_files()[:1]):
+        samples.append(s)
+        if len(samples) >= 20 * n:
+            break
+    rng = np.random.default_rng(seed)
+    pick = [samples[i] for i in rng.choice(len(samples), min(n, len(samples)), replace=False)]
+    rows = math.ceil(len(pick) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, s in zip(np.ravel(axes), pick):
+        tr = truth.loc[s["uid"]]
+        ax.imshow(s["image"])
+        label = "clean" if tr["clean"] else str(tr["noise_type"])
+        text = s["text"] if len(s["text"]) <= 60 else s["text"][:57] + "..."
+
+        ax.set_title("\n".join(textwrap.wrap(text, 24)[:3]) + f"\n[{label}]", fontsize=7,
+                     color="darkgreen" if tr["clean"] else "darkred")
+    fig.suptitle("sfcomp demo pool (Fashion-MNIST): samples as downloaded, captions as in the shards; "
+                 "[truth label] from truth.parquet", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    with atomic_open(out_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)

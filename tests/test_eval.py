@@ -1,0 +1,380 @@
+"""The evaluation side: reshard semantics, fixed scales, a real tiny open_clip_train run, zero-shot metrics on a
+wds set written here, compare's table and plot."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from poolfactory import CLASSES, load_fashion_mnist, write_tiny_pool  # noqa: E402
+
+from eval import reshard as R  # noqa: E402
+from eval.compare import compare  # noqa: E402
+from eval.evaluate import classification_metrics, find_tasks, read_results, retrieval_metrics  # noqa: E402
+from eval.scales import get_scale, load_scales  # noqa: E402
+from eval.train import trainer_args  # noqa: E402
+from sfcomp import uids as U  # noqa: E402
+from sfcomp.errors import BadInputError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SFCOMP = [sys.executable, "-c", "import sys; from sfcomp.cli import main; sys.argv[0] = 'sfcomp'; main()"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    info = write_tiny_pool(root, n=600, seed=3, samples_per_shard=150)
+    return root, info
+
+
+def read_tar(path: Path) -> dict[str, dict[str, bytes]]:
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tf:
+        for m in tf.getmembers():
+            key, ext = m.name.split(".", 1)
+            out.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    return out
+
+
+def pool_samples(root: Path) -> dict[str, dict[str, bytes]]:
+    by_uid = {}
+    for tar in sorted((root / "shards").glob("*.tar")):
+        for s in read_tar(tar).values():
+            by_uid[json.loads(s["json"])["uid"]] = s
+    return by_uid
+
+
+# ---- reshard -------------------------------------------------------------------------------------------------
+def test_reshard_selects_upsamples_and_counts(pool, tmp_path):
+    root, info = pool
+    uids = np.array(info["uids"])
+    present = sorted(info["present"])
+    absent = sorted(set(info["uids"]) - info["present"])[:7]
+    rng = np.random.default_rng(0)
+    chosen = list(rng.choice(present, 200, replace=False))
+    twice, thrice = chosen[:10], chosen[10:15]
+    unknown = [rng.bytes(16).hex() for _ in range(4)]
+    listed = chosen + twice + thrice * 2 + absent + unknown
+    subset = U.write_subset(tmp_path / "sub.npy", U.hex_to_uids(listed), allow_duplicates=True)
+    assert len(subset) == len(listed)
+
+    rep = R.reshard(root, tmp_path / "sub.npy", tmp_path / "out", shard_size=64, log=lambda m: None)
+    expected = Counter(u for u in listed if u in info["present"])
+    assert rep.requested == len(listed)
+    assert rep.requested_unique == len(set(listed))
+    assert rep.output_count == sum(expected.values()) == 200 + 10 + 10
+    assert rep.not_found == len(absent) + len(unknown)
+    assert rep.found_unique == 200
+    assert rep.processed_count == len(info["present"]) == rep.expected_input_count
+
+    out = tmp_path / "out"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["output_shard_count"] == rep.output_shard_count == -(-220 // 64)
+    assert meta["output_shard_format"] == "{:08d}.tar"
+    assert (out / "sample_ids.npy").read_bytes() == (tmp_path / "sub.npy").read_bytes()
+    written: Counter = Counter()
+    originals = pool_samples(root)
+    total = 0
+    for i in range(rep.output_shard_count):
+        samples = read_tar(out / f"{i:08d}.tar")
+        stats = json.loads((out / f"{i:08d}_stats.json").read_text())
+        assert stats["successes"] == len(samples) and len(samples) <= 64
+        total += len(samples)
+        for key, s in samples.items():
+            uid, j = key.rsplit("-", 1)
+            assert json.loads(s["json"])["uid"] == uid
+            assert 0 <= int(j) < expected[uid]
+            assert s == originals[uid]  # every member copied byte for byte
+            written[uid] += 1
+    assert total == rep.output_count and written == expected
+
+
+def test_reshard_refuses_unsorted_subset(pool, tmp_path):
+    root, info = pool
+    arr = U.sort_uids(U.hex_to_uids(sorted(info["present"])[:50]))[::-1].copy()
+    np.save(tmp_path / "unsorted.npy", arr)
+    with pytest.raises(BadInputError, match="not sorted"):
+        R.reshard(root, tmp_path / "unsorted.npy", tmp_path / "out", log=lambda m: None)
+    assert not (tmp_path / "out" / "meta.json").exists()
+    r = subprocess.run([*SFCOMP, "reshard", "-i", str(root), "-s",
+                        str(tmp_path / "unsorted.npy"), "-o", str(tmp_path / "out2")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: ") and "not sorted" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_reshard_resumes_after_a_crash_to_the_same_bytes(pool, tmp_path, monkeypatch):
+    root, info = pool
+    U.write_subset(tmp_path / "sub.npy", U.hex_to_uids(sorted(info["present"])[::2]))
+    ref = R.reshard(root, tmp_path / "sub.npy", tmp_path / "ref", shard_size=40, log=lambda m: None)
+
+    real_write, calls = R._write_tar, {"n": 0}
+
+    def crash_on_third(path, samples):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated crash")
+        real_write(path, samples)
+
+    monkeypatch.setattr(R, "_write_tar", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        R.reshard(root, tmp_path / "sub.npy", tmp_path / "out", shard_size=40, log=lambda m: None)
+    assert not (tmp_path / "out" / "meta.json").exists()
+    assert not list((tmp_path / "out").glob(".tmp-*"))  # no half-written shard left behind
+    monkeypatch.setattr(R, "_write_tar", real_write)
+    rep = R.reshard(root, tmp_path / "sub.npy", tmp_path / "out", shard_size=40, log=lambda m: None)
+    assert rep.resumed_from_shard == 2
+    assert rep.output_count == ref.output_count and rep.output_shard_count == ref.output_shard_count
+    for i in range(ref.output_shard_count):
+        assert (tmp_path / "out" / f"{i:08d}.tar").read_bytes() == (tmp_path / "ref" / f"{i:08d}.tar").read_bytes()
+    # a finished reshard is not redone; another subset into the same folder needs overwrite
+    assert R.reshard(root, tmp_path / "sub.npy", tmp_path / "out", shard_size=40, log=lambda m: None).output_count \
+        == ref.output_count
+    U.write_subset(tmp_path / "other.npy", U.hex_to_uids(sorted(info["present"])[:5]))
+    with pytest.raises(BadInputError, match="another subset"):
+        R.reshard(root, tmp_path / "other.npy", tmp_path / "out", shard_size=40, log=lambda m: None)
+    assert R.reshard(root, tmp_path / "other.npy", tmp_path / "out", shard_size=40, overwrite=True,
+                     log=lambda m: None).output_count == 5
+
+
+def test_subset_counts_handles_top_half_collisions():
+    ref = np.zeros(6, U.UID_DTYPE)
+    ref["f0"] = [1, 1, 1, 5, 5, 2**64 - 1]
+    ref["f1"] = [3, 3, 9, 0, 2**63, 7]
+    q = np.zeros(5, U.UID_DTYPE)
+    q["f0"] = [1, 1, 5, 5, 2**64 - 1]
+    q["f1"] = [3, 4, 2**63, 1, 7]
+    assert R.subset_counts(ref, q).tolist() == [2, 0, 1, 0, 1]
+
+
+# ---- scales and trainer arguments ------------------------------------------------------------------------------
+def test_scales_are_datacomps_table():
+    s = load_scales()
+    table = {  # DataComp scale_configs.py: model, global batch, lr, warmup, samples seen, beta2
+        "small": ("ViT-B-32", 4096, 5e-4, 500, 12_800_000, None),
+        "medium": ("ViT-B-32", 4096, 5e-4, 500, 128_000_000, None),
+        "large": ("ViT-B-16", 8192, 5e-4, 500, 1_280_000_000, None),
+        "xlarge": ("ViT-L-14", 90112, 1e-3, 10000, 12_800_000_000, 0.95),
+    }
+    for name, (model, batch, lr, warmup, seen, beta2) in table.items():
+        c = s[name]
+        assert (c["model"], c["batch_size"], c["learning_rate"], c["warmup"], c["train_num_samples"], c["beta2"]) \
+            == (model, batch, lr, warmup, seen, beta2)
+        assert c["wd"] == 0.2 and c["num_checkpoints"] == 5
+    assert "tiny" in s
+
+
+def test_trainer_args_follow_datacomp_train_py():
+    args = trainer_args(get_scale("xlarge"), "/d/{00000000..00000009}.tar", "/logs", "exp", seed=3, world_size=8,
+                        accum_freq=2)
+    opt = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--") and not args[i + 1].startswith("--")}
+    assert "--dataset-resampled" in args and opt["--dataset-type"] == "webdataset"
+    assert opt["--batch-size"] == str(90112 // 16)
+    assert opt["--train-num-samples"] == str(12_800_000_000 // 5) and opt["--epochs"] == "5"
+    assert opt["--lr"] == "0.001" and opt["--warmup"] == "10000" and opt["--beta2"] == "0.95"
+    assert opt["--wd"] == "0.2" and opt["--seed"] == "3" and opt["--resume"] == "latest"
+    assert {"--local-loss", "--gather-with-grad", "--grad-checkpointing", "--save-most-recent"} <= set(args)
+    small = trainer_args(get_scale("small"), "x.tar", "/l", "e")
+    assert "--beta2" not in small and small[small.index("--batch-size") + 1] == "4096"
+    with pytest.raises(BadInputError, match="divisible"):
+        trainer_args(get_scale("small"), "x.tar", "/l", "e", world_size=3)
+
+
+# ---- evaluation metrics -------------------------------------------------------------------------------------------
+def test_classification_metrics_by_hand():
+    logits = np.array([[3, 1, 0], [0, 2, 1], [0, 2, 1], [1, 0, 2]], dtype=float)  # preds 0, 1, 1, 2
+    m = classification_metrics(logits, np.array([0, 1, 2, 2]))
+    assert m["acc1"] == 0.75 and m["acc5"] is None  # under 5 classes: no top-5
+    assert m["mean_per_class_recall"] == pytest.approx((1 + 1 + 0.5) / 3)
+    logits5 = np.eye(6)[[1, 2, 3, 4]] + np.arange(6)[::-1] * 0.1  # true class second best for sample 0
+    m5 = classification_metrics(logits5, np.array([0, 2, 3, 5]))
+    assert m5["acc1"] == 0.5 and m5["acc5"] == 0.75
+
+
+def test_retrieval_metrics_by_hand():
+    img = np.eye(3)
+    # image 0 has captions 0 and 1, image 1 caption 2, image 2 caption 3 (scores = txt @ img.T = txt)
+    txt = np.array([[1, 0, 0], [0.6, 0.8, 0], [0, 0.1, 0.9], [0, 0, 1.0]])
+    owner = np.array([0, 0, 1, 2])
+    m = retrieval_metrics(txt, img, owner, ks=(1, 2))
+    assert m["image_retrieval_recall@1"] == 0.5  # texts 0 and 3 find their image first; 1 and 2 second
+    assert m["image_retrieval_recall@2"] == 1.0
+    # per image, best text: img0 -> text 0 (own), img1 -> text 1 (image 0's), img2 -> text 3 (own)
+    assert m["text_retrieval_recall@1"] == pytest.approx(2 / 3)
+    assert m["text_retrieval_recall@2"] == 1.0  # image 1: text 1 (.8), then its own text 2 (.1)
+    assert m["mean_recall@1"] == pytest.approx(0.5 * (0.5 + 2 / 3))
+
+
+def write_wds_classification(task: Path, n: int, shards: int = 2) -> None:
+    images, labels = load_fashion_mnist("test", limit=n)
+    (task / "test").mkdir(parents=True)
+    per = -(-n // shards)
+    for s in range(shards):
+        with tarfile.open(task / "test" / f"{s}.tar", "w") as tf:
+            for i in range(s * per, min(n, (s + 1) * per)):
+                buf = io.BytesIO()
+                from PIL import Image
+
+                Image.fromarray(images[i]).save(buf, format="PNG")
+                for ext, data in (("png", buf.getvalue()), ("cls", str(int(labels[i])).encode())):
+                    info = tarfile.TarInfo(f"s{i:06d}.{ext}")
+                    info.size = len(data)
+                    tf.addfile(info, io.BytesIO(data))
+    (task / "test" / "nshards.txt").write_text(f"{shards}\n")
+    (task / "classnames.txt").write_text("".join(f"{c}\n" for c in CLASSES))
+    (task / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n{c} for sale\n")
+
+
+def write_wds_retrieval(task: Path, n: int) -> None:
+    images, labels = load_fashion_mnist("test", limit=n)
+    (task / "test").mkdir(parents=True)
+    with tarfile.open(task / "test" / "0.tar", "w") as tf:
+        for i in range(n):
+            buf = io.BytesIO()
+            from PIL import Image
+
+            Image.fromarray(images[i]).convert("RGB").save(buf, format="JPEG")
+            caps = f"a photo of a {CLASSES[labels[i]]}\nmy {CLASSES[labels[i]]}".encode()
+            for ext, data in (("jpg", buf.getvalue()), ("txt", caps)):
+                info = tarfile.TarInfo(f"r{i:06d}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    (task / "test" / "nshards.txt").write_text("1\n")
+    (task / "dataset_type.txt").write_text("retrieval\n")
+
+
+def test_find_tasks_datacomp_layout_and_plain_folders(tmp_path):
+    dc = tmp_path / "datacomp"
+    write_wds_classification(dc / "wds_vtab-caltech101_test", 12)
+    write_wds_classification(dc / "wds_cifar10_test", 12)
+    tasks, notes = find_tasks(dc)
+    assert [(t.key, t.name, t.main_metric) for t in tasks] == [
+        ("vtab/caltech101", "Caltech-101", "mean_per_class_recall"), ("cifar10", "CIFAR-10", "acc1")]
+    assert any("ImageNet 1k" in n and "not downloaded" in n for n in notes)
+    assert any("Flickr" in n and "not evaluated here" in n for n in notes)
+    plain = tmp_path / "plain"
+    write_wds_classification(plain / "fmnist", 12)
+    write_wds_retrieval(plain / "fmnist_ret", 6)
+    tasks, _ = find_tasks(plain)
+    assert [(t.key, t.kind, t.main_metric) for t in tasks] == [
+        ("fmnist", "classification", "acc1"), ("fmnist_ret", "retrieval", "mean_recall@1")]
+    with pytest.raises(BadInputError, match="no eval task 'nope'"):
+        find_tasks(plain, ["nope"])
+    with pytest.raises(BadInputError, match="no clip_benchmark wds eval sets"):
+        find_tasks(tmp_path / "datacomp" / "wds_cifar10_test" / "test")
+
+
+# ---- a real tiny run: reshard -> open_clip_train -> evaluate -> compare ------------------------------------------
+def test_train_eval_through_open_clip_train_then_compare(pool, tmp_path):
+    from eval.pipeline import train_eval
+
+    root, info = pool
+    clean = [u for u, c in zip(info["uids"], info["clean"]) if c]
+    U.write_subset(tmp_path / "clean.npy", U.hex_to_uids(clean))
+    evald = tmp_path / "evalsets"
+    write_wds_classification(evald / "fmnist", 60)
+    write_wds_retrieval(evald / "fmnist_ret", 20)
+    run = train_eval(tmp_path / "run", evald, subset=tmp_path / "clean.npy", pool=root, method="clean",
+                     scale="tiny", seed=1, samples_seen=512, shard_size=100, threads=2, log=lambda m: None)
+    ckpt = Path(run["checkpoint"])
+    assert ckpt.exists() and ckpt.name == "epoch_latest.pt"
+    tinfo = json.loads((tmp_path / "run" / "train" / "info.json").read_text())
+    assert "--dataset-resampled" in tinfo["trainer_args"] and tinfo["standard"] is False
+    assert tinfo["scale_config"]["train_num_samples"] == 512
+    log = (tmp_path / "run" / "train" / "train" / "out.log").read_text()
+    assert "Train Epoch: 0" in log  # open_clip's own trainer ran
+    assert run["clean_precision"] == 1.0 and run["subset_size"] == len(clean)
+
+    rows = read_results(tmp_path / "run" / "eval_results.jsonl")
+    assert [r["key"] for r in rows] == ["fmnist", "fmnist_ret"]
+    for r in rows:
+        assert set(r) == {"key", "dataset", "metrics", "eval_code"}
+        assert 0.0 <= r["metrics"]["main_metric"] <= 1.0
+    assert rows[0]["metrics"]["main_metric"] == rows[0]["metrics"]["acc1"]
+    assert rows[1]["metrics"]["main_metric"] == rows[1]["metrics"]["mean_recall@1"]
+    summary = json.loads((tmp_path / "run" / "eval_summary.json").read_text())
+    assert summary["average"] == pytest.approx(np.mean([r["metrics"]["main_metric"] for r in rows]))
+
+    # the preprocessed-image cache gives the same numbers, on first use (fills it) and on reuse
+    from eval.evaluate import evaluate
+
+    for k in (1, 2):
+        evaluate(ckpt, run["model"], evald, tmp_path / f"cached{k}", cache_dir=tmp_path / "cache", log=lambda m: None)
+        assert read_results(tmp_path / f"cached{k}" / "eval_results.jsonl") == rows
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+    # compare: this real run plus two hand-written seeds of another method
+    for seed, (a, b) in enumerate([(0.5, 0.1), (0.7, 0.3)]):
+        d = tmp_path / "other" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "eval_results.jsonl").write_text("".join(json.dumps(
+            {"key": k, "dataset": k, "metrics": {"main_metric": v}, "eval_code": "x"}) + "\n"
+            for k, v in (("fmnist", a), ("fmnist_ret", b))))
+        (d / "run.json").write_text(json.dumps({"method": "other", "seed": seed, "subset_size": 100,
+                                                "clean_precision": 0.5, "samples_seen": 512}))
+    md = compare([tmp_path / "run", tmp_path / "other"], tmp_path / "t.md", tmp_path / "t.png")
+    lines = md.splitlines()
+    assert lines[0] == "| method | seeds | subset size | clean precision | fmnist | fmnist_ret | average |"
+    other = next(l for l in lines if l.startswith("| other "))
+    assert "| 2 | 100 | 0.500 ± 0.000 | 0.600 ± 0.141 | 0.200 ± 0.141 | 0.400 ± 0.141 |" in other
+    assert "samples seen: 512" in md
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "t.md").read_text() == md
+
+
+def test_train_refuses_a_folder_holding_another_run(pool, tmp_path):
+    from eval.train import train
+
+    root, info = pool
+    U.write_subset(tmp_path / "s.npy", U.hex_to_uids(sorted(info["present"])[:50]))
+    R.reshard(root, tmp_path / "s.npy", tmp_path / "data", shard_size=50, log=lambda m: None)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "settings.json").write_text(json.dumps({"scale": "tiny", "seed": 99}))
+    with pytest.raises(BadInputError, match="other settings"):
+        train(tmp_path / "data", tmp_path / "run", scale="tiny", seed=0, samples_seen=256)
+    with pytest.raises(BadInputError, match="unknown scale 'huge'"):
+        train(tmp_path / "data", tmp_path / "run2", scale="huge")
+
+
+def test_fasttar_reads_what_tarfile_writes_and_back(tmp_path):
+    from eval import fasttar
+
+    members = [("a/k1.jpg", b"\xff\xd8" * 700), ("k1.txt", b""), ("x" * 120 + ".json", b"{}"),
+               ("\u00e9t\u00e9.txt", b"caf\xc3\xa9")]
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT):
+        path = tmp_path / f"t{fmt}.tar"
+        with tarfile.open(path, "w", format=fmt) as tf:
+            d = tarfile.TarInfo("a")
+            d.type = tarfile.DIRTYPE
+            tf.addfile(d)
+            for name, data in members:
+                if fmt == tarfile.USTAR_FORMAT and len(name) > 100:
+                    continue
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        with open(path, "rb") as f:
+            got = list(fasttar.iter_members(f, str(path)))
+        assert got == [m for m in members if fmt != tarfile.USTAR_FORMAT or len(m[0]) <= 100]
+    path = tmp_path / "mine.tar"
+    with open(path, "wb") as f:
+        for name, data in members[:2] + members[3:]:
+            fasttar.write_member(f, name, data)
+        fasttar.finish(f)
+    with tarfile.open(path) as tf:
+        assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == members[:2] + members[3:]
+    broken = path.read_bytes()[:600]
+    with pytest.raises(fasttar.TarFormatError, match="truncated"):
+        list(fasttar.iter_members(io.BytesIO(broken), "b"))
+    bad = bytearray(path.read_bytes())
+    bad[0] ^= 1
+    with pytest.raises(fasttar.TarFormatError, match="checksum"):
+        list(fasttar.iter_members(io.BytesIO(bytes(bad)), "b"))

@@ -1,0 +1,195 @@
+"""The self-filtering loop end to end on a tiny real pool (Fashion-MNIST JPEGs in img2dataset's layout)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sfcomp import uids as U
+from sfcomp.cache import PoolCache, build_cache
+from sfcomp.cli import main as cli
+from sfcomp.errors import BadInputError
+from sfcomp.export import export_subset
+from sfcomp.loop import Loop, LoopConfig, resolve_pool
+from sfcomp.model import load_preset
+from sfcomp.pool import Pool
+from sfcomp.scorefile import read_scores, read_sidecar
+
+sys.path.insert(0, str(Path(__file__).parent))
+from poolfactory import write_tiny_pool  # noqa: E402
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+N_POOL = 240
+FAST = {"batch_size": 48, "warmup": 1}
+PRESET_FILE = "fast-tiny.json"
+CLI_ARGS = ["--steps", "2", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("pool")
+    info = write_tiny_pool(root, n=N_POOL, seed=3, samples_per_shard=60)
+    preset = load_preset("tiny")
+    preset.update(FAST, name="fast-tiny")
+    (root.parent / PRESET_FILE).write_text(json.dumps(preset))
+    return {"root": str(root), "preset": str(root.parent / PRESET_FILE), **info}
+
+
+def config(pool, **kw) -> LoopConfig:
+    return LoopConfig(preset=pool["preset"], steps=2, **kw)
+
+
+def test_cache_holds_every_present_sample_sorted(pool):
+    cache = build_cache(pool["root"], load_preset(pool["preset"]), progress=False)
+    present = U.sort_uids(U.hex_to_uids(sorted(pool["present"])))
+    assert np.array_equal(np.asarray(cache.uids), present)
+    assert cache.pixels.shape == (len(present), 32, 32, 3) and cache.pixels.dtype == np.uint8
+    assert cache.tokens.shape == (len(present), 16) and cache.tokens.dtype == np.int32
+    assert cache.pixels[:50].std() > 10  # real images, not zeros
+    assert cache.manifest["corrupt_members"] == 0 and len(cache.shards) == 4
+
+
+def test_one_round_scores_every_sample_and_selects_with_export_subset(pool, tmp_path):
+    loop = Loop(pool["root"], tmp_path / "w", config(pool, snapshots=[0.5]), progress=False)
+    r = loop.run_round()
+    rdir = tmp_path / "w" / "round_00"
+    assert (rdir / "done.json").exists() and r["round"] == 0
+    scores = read_scores(rdir / "scores.npy")
+    assert len(scores) == len(pool["present"])  # every present pool sample, once
+    assert scores.dtype.names[2:] == ("crossfit", "cosine", "ckpt_avg")
+    assert read_sidecar(rdir / "scores.npy")["default"] == "crossfit"
+    # the next mix is exactly what export-subset makes from the score file (one selection code path)
+    export_subset(rdir / "scores.npy", tmp_path / "again.npy", top_frac=0.3, random_frac=0.1,
+                  seed=json.loads((rdir / "next_mix.npy.json").read_text())["seed"])
+    assert (tmp_path / "again.npy").read_bytes() == (rdir / "next_mix.npy").read_bytes()
+    rep = json.loads((rdir / "report.json").read_text())
+    assert rep["mix"] == len(pool["present"]) and rep["next_mix"] == len(U.read_subset(rdir / "next_mix.npy"))
+    for name in ("crossfit", "cosine", "ckpt_avg"):
+        assert 0 <= rep["top_k"][name]["precision"] <= 1
+    assert 0 < rep["cluster_drift"]["coverage"] <= 1 and 0 < rep["class_drift"]["coverage"] <= 1
+    assert (rdir / "report.png").stat().st_size > 1000
+    assert (tmp_path / "w" / "final_scores.npy").read_bytes() == (rdir / "scores.npy").read_bytes()
+    # the second round trains on that mix
+    loop.run_round()
+    assert (tmp_path / "w" / "round_01" / "mix.npy").read_bytes() == (rdir / "next_mix.npy").read_bytes()
+
+
+def test_workdir_refuses_another_configuration(pool, tmp_path):
+    Loop(pool["root"], tmp_path / "w", config(pool), progress=False)
+    with pytest.raises(BadInputError, match="different configuration"):
+        Loop(pool["root"], tmp_path / "w", config(pool, top_frac=0.5), progress=False)
+
+
+def test_train_shards_limit_training_not_scoring(pool, tmp_path):
+    shard = Pool(pool["root"]).shard_files()[1]
+    loop = Loop(pool["root"], tmp_path / "w", config(pool, train_shards=[Path(shard).stem], folds=1,
+                                                     score="cosine"), progress=False)
+    loop.run_round()
+    mix = U.read_subset(tmp_path / "w" / "round_00" / "mix.npy")
+    cache = loop.data.cache
+    shard_idx = cache.shards.index(shard)
+    rows = np.flatnonzero(U.isin_sorted(np.asarray(cache.uids), mix))
+    assert len(mix) > 0 and (cache.shard[rows] == shard_idx).all()
+    assert len(read_scores(tmp_path / "w" / "round_00" / "scores.npy")) == len(pool["present"])
+    with pytest.raises(BadInputError, match="not in the pool"):
+        Loop(pool["root"], tmp_path / "w2", config(pool, train_shards=["99999999"]), progress=False).run_round()
+
+
+def _sfcomp(*args) -> list[str]:
+    return [sys.executable, "-c", "from sfcomp.cli import main; main()", *map(str, args)]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(pool, tmp_path):
+    args = ["--pool", pool["root"], "--preset", pool["preset"], *CLI_ARGS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_sfcomp("run", "--workdir", tmp_path / "a", "--rounds", 2, *args), check=True, env=env,
+                   capture_output=True)
+    # interrupted: kill -9 once round 1 has trained its first model, then rerun
+    proc = subprocess.Popen(_sfcomp("run", "--workdir", tmp_path / "b", "--rounds", 2, *args), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "b" / "round_01" / "model_f0.pt"
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the run finished before it could be killed"
+    assert not (tmp_path / "b" / "round_01" / "done.json").exists()
+    subprocess.run(_sfcomp("run", "--workdir", tmp_path / "b", "--rounds", 2, *args), check=True, env=env,
+                   capture_output=True)
+    for name in ("round_00/next_mix.npy", "round_01/mix.npy", "round_01/next_mix.npy", "final_scores.npy"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_cli_export_subset_passes_validation(pool, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(cli, ["round", "--pool", pool["root"], "--workdir", str(tmp_path / "w"), "--preset",
+                            pool["preset"], "--folds", "1", "--score", "cosine", *CLI_ARGS])
+    assert r.exit_code == 0, r.output
+    scores = tmp_path / "w" / "final_scores.npy"
+    out = tmp_path / "subset.npy"
+    r = runner.invoke(cli, ["export-subset", "--scores", str(scores), "--top-frac", "0.3", "--random-frac", "0.1",
+                            "--seed", "1", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["validate-subset", str(out), "--pool", pool["root"]])
+    assert r.exit_code == 0 and r.output.startswith("ok:"), r.output
+    assert json.loads(Path(f"{out}.json").read_text())["counts"]["union"] == len(U.read_subset(out))
+    r = runner.invoke(cli, ["scores-to-parquet", str(scores), str(tmp_path / "s.parquet")])
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == len(pool["present"])
+
+
+def test_corrupt_and_missing_shards_are_counted_not_fatal(tmp_path):
+    root = tmp_path / "p"
+    write_tiny_pool(root, n=120, seed=5, samples_per_shard=40)
+    tars = sorted((root / "shards").glob("*.tar"))
+    data = tars[0].read_bytes()
+    tars[0].write_bytes(data[: len(data) // 2])  # truncated mid-member
+    cache = build_cache(str(root), load_preset("tiny"), tmp_path / "cache", progress=False)
+    assert cache.manifest["corrupt_members"] >= 1
+    assert 0 < cache.manifest["rows"] < 120
+
+
+def test_pool_names_resolve_through_config_and_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFCOMP_POOL_SMALL", str(tmp_path))
+    assert resolve_pool("small") == str(tmp_path)
+    monkeypatch.delenv("SFCOMP_POOL_SMALL")
+    monkeypatch.delenv("SFCOMP_DATA", raising=False)
+    with pytest.raises(BadInputError, match="SFCOMP_POOL_SMALL"):
+        resolve_pool("small")
+    with pytest.raises(BadInputError, match="neither a folder nor a known pool name"):
+        resolve_pool("nosuchpool")
+    assert resolve_pool("demo").endswith("data/demo")
+
+
+def test_streamed_shards_give_the_cached_embeddings(pool):
+    """Full-resolution presets stream shards (decoding in DataLoader workers); same pixels, same embeddings."""
+    from sfcomp.data import CachedPoolData
+    from sfcomp.model import create_model
+    from sfcomp.stream import StreamedPoolData
+
+    preset = load_preset(pool["preset"])
+    cached = CachedPoolData(build_cache(pool["root"], preset, progress=False))
+    streamed = StreamedPoolData(Pool(pool["root"]), {**preset, "cache": False, "num_workers": 2})
+    assert np.array_equal(cached.uids, streamed.uids) and np.array_equal(cached.shard, streamed.shard)
+    model, _ = create_model(preset, seed=0)
+    rows = np.arange(0, len(cached.uids), 3)
+    a = cached.embed(model, rows, preset, progress=False)
+    b = streamed.embed(model, rows, preset, progress=False)
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    np.testing.assert_allclose(a[1], b[1], atol=1e-5)
+    streamed.train(model, rows, preset, steps=2, seed=0, progress=False)  # cycles its shards, filter before decode
