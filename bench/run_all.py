@@ -18,7 +18,6 @@ OUT/results.png, OUT/bench.json (command, date, machine, timings, skipped arms).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -201,25 +200,28 @@ class Bench:
 
     # ---- training + evaluation ---------------------------------------------------------------------------
     def run_arms(self) -> None:
-        for arm, by_seed in self.arms:
-            for s, subset in by_seed.items():
-                run_dir = self.out / "runs" / arm / f"seed{s}"
-                data_dir = self.out / "data" / (subset.stem)
-                args = ["train-eval", "--subset", str(subset), "--pool", str(self.pool), "--eval", str(self.eval),
-                        "--out", str(run_dir), "--method", arm, "--seed", str(s), "--scale", self.a.scale,
-                        "--reshard-dir", str(data_dir), "--eval-cache", str(self.out / "eval_cache")]
-                if self.a.samples_seen:
-                    args += ["--samples-seen", str(self.a.samples_seen)]
-                if self.a.threads:
-                    args += ["--threads", str(self.a.threads)]
-                if self.a.dry_run:
-                    self.log("would run: sfcomp " + " ".join(args))
-                    continue
-                if (run_dir / "run.json").exists():
-                    continue
-                r = self.timed(f"train-eval {arm}", lambda: sfcomp(*args, log=self.log))
-                if r.returncode != 0:
-                    self.skip(f"{arm} seed {s}", (r.stderr.strip().splitlines() or ["train-eval failed"])[-1])
+        if self.a.only:
+            keep = [x.strip() for x in self.a.only.split(",") if x.strip()]
+            self.arms = [(a, b) for a, b in self.arms if any(a.startswith(k) for k in keep)]
+        # seed-major: a bench stopped early still has every arm at the same number of seeds
+        for arm, s, subset in ((arm, s, by_seed[s]) for s in self.seeds for arm, by_seed in self.arms):
+            run_dir = self.out / "runs" / arm / f"seed{s}"
+            data_dir = self.out / "data" / (subset.stem)
+            args = ["train-eval", "--subset", str(subset), "--pool", str(self.pool), "--eval", str(self.eval),
+                    "--out", str(run_dir), "--method", arm, "--seed", str(s), "--scale", self.a.scale,
+                    "--reshard-dir", str(data_dir), "--eval-cache", str(self.out / "eval_cache")]
+            if self.a.samples_seen:
+                args += ["--samples-seen", str(self.a.samples_seen)]
+            if self.a.threads:
+                args += ["--threads", str(self.a.threads)]
+            if self.a.dry_run:
+                self.log("would run: sfcomp " + " ".join(args))
+                continue
+            if (run_dir / "run.json").exists():
+                continue
+            r = self.timed(f"train-eval {arm}", lambda: sfcomp(*args, log=self.log))
+            if r.returncode != 0:
+                self.skip(f"{arm} seed {s}", (r.stderr.strip().splitlines() or ["train-eval failed"])[-1])
 
     def run(self) -> int:
         t0 = time.time()
@@ -250,7 +252,7 @@ class Bench:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_model()},
             "pool": str(self.pool), "eval": str(self.eval), "seeds": self.seeds, "scale": self.a.scale,
             "samples_seen": self.a.samples_seen, "fraction": self.a.fraction, "mixes": self.a.mixes, "score_types": self.a.score_types,
-            "rounds": self.a.rounds, "arms": [a for a, _ in self.arms], "notes": self.notes,
+            "rounds": self.a.rounds, "loop_steps": self.a.loop_steps, "only": self.a.only, "arms": [a for a, _ in self.arms], "notes": self.notes,
             "timings_s": self.timings, "total_s": round(time.time() - t0, 1),
         })
         return 0
@@ -287,6 +289,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--extra-baselines", default="basic_filter",
                    help="more `sfcomp baseline` names without options (skipped if they cannot run offline)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--only", default=None, help="comma-separated arm name prefixes to train (a reduced bench)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     return p.parse_args(argv)
 

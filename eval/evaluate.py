@@ -92,11 +92,18 @@ def find_tasks(eval_dir: str | os.PathLike, only: Sequence[str] | None = None) -
             if not _is_task_dir(folder):
                 notes.append(f"{t['name']} ({t['key']}): not downloaded ({folder} missing)")
                 continue
-            tasks.append(Task(t["key"], t["name"], folder, t["main_metric"], _kind(folder)))
+            try:
+                tasks.append(Task(t["key"], t["name"], folder, t["main_metric"], _kind(folder)))
+            except BadInputError as e:
+                notes.append(f"{t['name']} ({t['key']}): skipped: {e}")
     else:
         for p in sorted(root.iterdir()):
             if p.is_dir() and _is_task_dir(p):
-                kind = _kind(p)
+                try:
+                    kind = _kind(p)
+                except BadInputError as e:
+                    notes.append(f"{p.name}: skipped: {e}")
+                    continue
                 tasks.append(Task(p.name, p.name, p, "mean_recall@1" if kind == "retrieval" else "acc1", kind))
     if only:
         missing = [o for o in only if o not in {t.key for t in tasks} | {t.name for t in tasks}]

@@ -67,8 +67,8 @@ def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str 
             reshard_meta = json.loads(meta_path.read_text())
             subset = subset or reshard_meta.get("subset_file")
     if nproc > 1:
-        cmd = ["torchrun", f"--nproc_per_node={nproc}", "-m", "eval.train", "--scale", scale, "--data", str(data),
-               "--out", str(out / "train"), "--seed", str(seed)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "eval.train",
+               "--scale", scale, "--data", str(data), "--out", str(out / "train"), "--seed", str(seed)]
         for flag, val in (("--samples-seen", samples_seen), ("--workers", workers), ("--precision", precision),
                           ("--threads", threads)):
             if val is not None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from sfcomp import __version__ as SFCOMP_VERSION
 from sfcomp import uids as U
-from sfcomp.atomic import atomic_open, write_json
+from sfcomp.atomic import write_json
 from sfcomp.errors import BadInputError
 from sfcomp.pool import Pool
 
@@ -161,13 +161,32 @@ def _expected_count(tar_path: str) -> int | None:
         raise BadInputError(stats, f"unreadable img2dataset stats ({e})") from None
 
 
-def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> None:
-    with atomic_open(path, "wb") as f:
-        for s in samples:
-            for ext, data in s.items():
-                if not ext.startswith("__"):
-                    fasttar.write_member(f, f"{s['__key__']}.{ext}", data)
-        fasttar.finish(f)
+class _ShardStream:
+    """The output shard being filled, streamed to a temp file (memory stays at one sample) and renamed into
+    place when complete; `abort` removes the temp file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+        self.f = open(self.tmp, "wb", buffering=1 << 20)
+        self.count = 0
+
+    def write(self, key: str, sample: dict[str, bytes]) -> None:
+        for ext, data in sample.items():
+            if not ext.startswith("__"):
+                fasttar.write_member(self.f, f"{key}.{ext}", data)
+        self.count += 1
+
+    def close(self) -> None:
+        fasttar.finish(self.f)
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def _read_state(out: Path, subset_sha: str, shard_size: int) -> dict:
@@ -230,80 +249,89 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
     shard_id = state["shards_done"]
     output_count = state["output_count"]
     skip = state["skip_selected"]  # selected samples of input shard `next_input` already written
-    buffer: list[dict] = []  # the output shard being filled; it started where the saved state points
+    for stale in out.glob(".tmp-*"):  # a shard a killed run was writing
+        stale.unlink()
+    shard: _ShardStream | None = None  # the output shard being filled; it started where the saved state points
     errors: list[str] = []
     found_unique = 0  # counted over a full pass only (not meaningful after a resume)
 
     def flush() -> None:
-        nonlocal shard_id, buffer, output_count
-        _write_tar(out / OUTPUT_SHARD_FORMAT.format(shard_id), buffer)
-        write_json(out / OUTPUT_STATS_FORMAT.format(shard_id), {"successes": len(buffer)})
-        output_count += len(buffer)
+        nonlocal shard_id, shard, output_count
+        shard.close()
+        write_json(out / OUTPUT_STATS_FORMAT.format(shard_id), {"successes": shard.count})
+        output_count += shard.count
         shard_id += 1
-        buffer = []
+        shard = None
 
     def save_state(next_input: int, skip_selected: int) -> None:
         write_json(out / STATE_FILE, {"subset_sha256": subset_sha, "shard_size": shard_size,
                                       "shards_done": shard_id, "next_input": next_input,
                                       "skip_selected": skip_selected, "output_count": output_count})
 
-    for ti in range(state["next_input"], len(tars)):
-        selected_here = 0  # selected outputs produced from this input shard so far (incl. skipped ones)
-        to_skip = skip if ti == state["next_input"] else 0
-        pending: list[dict] = []
+    try:
+        for ti in range(state["next_input"], len(tars)):
+            selected_here = 0  # selected outputs produced from this input shard so far (incl. skipped ones)
+            to_skip = skip if ti == state["next_input"] else 0
+            pending: list[dict] = []
 
-        def drain(batch: list[dict]) -> None:
-            nonlocal selected_here, to_skip, found_unique
-            keep, uid_hex = [], []
-            for s in batch:
-                try:
-                    uid_hex.append(json.loads(s["json"])["uid"])
-                    keep.append(s)
-                except (KeyError, ValueError, TypeError) as e:
-                    errors.append(f"{tars[ti]}: sample {s['__key__']}: no readable json uid ({e})")
-            if not keep:
-                return
-            try:
-                q = U.hex_to_uids(uid_hex, tars[ti])
-            except BadInputError:  # one malformed uid: convert one by one, dropping only the bad ones
-                good = []
-                for s, u in zip(keep, uid_hex):
+            def drain(batch: list[dict]) -> None:
+                nonlocal selected_here, to_skip, found_unique, shard
+                keep, uid_hex = [], []
+                for s in batch:
                     try:
-                        good.append((s, u, U.hex_to_uids([u], tars[ti])))
-                    except BadInputError as e:
-                        errors.append(f"{tars[ti]}: sample {s['__key__']}: {e.problem}")
-                if not good:
+                        uid_hex.append(json.loads(s["json"])["uid"])
+                        keep.append(s)
+                    except (KeyError, ValueError, TypeError) as e:
+                        errors.append(f"{tars[ti]}: sample {s['__key__']}: no readable json uid ({e})")
+                if not keep:
                     return
-                keep, uid_hex = [g[0] for g in good], [g[1] for g in good]
-                q = U.concat(g[2] for g in good)
-            counts = subset_counts(subset, q)
-            for s, c, uid in zip(keep, counts, uid_hex):
-                if c:
-                    found_unique += 1
-                for j in range(int(c)):
-                    selected_here += 1
-                    if to_skip:
-                        to_skip -= 1
-                        continue
-                    buffer.append({**s, "__key__": f"{uid}-{j}"})
-                    if len(buffer) >= shard_size:
-                        flush()
-                        save_state(ti, selected_here)
+                try:
+                    q = U.hex_to_uids(uid_hex, tars[ti])
+                except BadInputError:  # one malformed uid: convert one by one, dropping only the bad ones
+                    good = []
+                    for s, u in zip(keep, uid_hex):
+                        try:
+                            good.append((s, u, U.hex_to_uids([u], tars[ti])))
+                        except BadInputError as e:
+                            errors.append(f"{tars[ti]}: sample {s['__key__']}: {e.problem}")
+                    if not good:
+                        return
+                    keep, uid_hex = [g[0] for g in good], [g[1] for g in good]
+                    q = U.concat(g[2] for g in good)
+                counts = subset_counts(subset, q)
+                for s, c, uid in zip(keep, counts, uid_hex):
+                    if c:
+                        found_unique += 1
+                    for j in range(int(c)):
+                        selected_here += 1
+                        if to_skip:
+                            to_skip -= 1
+                            continue
+                        if shard is None:
+                            shard = _ShardStream(out / OUTPUT_SHARD_FORMAT.format(shard_id))
+                        shard.write(f"{uid}-{j}", s)
+                        if shard.count >= shard_size:
+                            flush()
+                            save_state(ti, selected_here)
 
-        for s in iter_raw_samples(tars[ti], errors):
-            report.processed_count += 1
-            if "json" not in s:
-                errors.append(f"{tars[ti]}: sample {s['__key__']} has no json member")
-                continue
-            pending.append(s)
-            if len(pending) >= LOOKUP_BATCH:
-                drain(pending)
-                pending = []
-        drain(pending)
-        if not buffer:
-            save_state(ti + 1, 0)
-    if buffer:
-        flush()
+            for s in iter_raw_samples(tars[ti], errors):
+                report.processed_count += 1
+                if "json" not in s:
+                    errors.append(f"{tars[ti]}: sample {s['__key__']} has no json member")
+                    continue
+                pending.append(s)
+                if len(pending) >= LOOKUP_BATCH:
+                    drain(pending)
+                    pending = []
+            drain(pending)
+            if shard is None:
+                save_state(ti + 1, 0)
+        if shard is not None:
+            flush()
+    except BaseException:
+        if shard is not None:
+            shard.abort()
+        raise
     save_state(len(tars), 0)
 
     report.output_shard_count = shard_id

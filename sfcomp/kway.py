@@ -123,11 +123,15 @@ def _merge(sources, f, dtype, names, out_name) -> int:
                 written += len(s0)
                 continue
         block = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        src = np.repeat(np.asarray(owners, dtype=np.int32), [len(b) for b in parts])
-        if len(parts) > 1:
-            order = uid_order(np.concatenate(f0s), block["f1"])
-            block, src = block[order], src[order]
-        _check_unique(block, src, last, names, out_name)
+        order = uid_order(np.concatenate(f0s), block["f1"]) if len(parts) > 1 else None
+        if order is not None:
+            block = block[order]
+
+        def owner(j: int) -> str:  # which input row j of the sorted block came from (for the error message)
+            src = np.repeat(np.asarray(owners, dtype=np.int32), [len(b) for b in parts])
+            return names[int(src[order[j]] if order is not None else src[j])]
+
+        _check_unique(block, owner, last, out_name)
         if f is not None:
             block.astype(dtype, copy=False).tofile(f)
         written += len(block)
@@ -142,17 +146,15 @@ def check_disjoint(paths: Sequence[str | os.PathLike], chunk_rows: int = 1 << 22
                                out_name="the uids of all score files")
 
 
-def _check_unique(block, src, last, names, out_name) -> None:
+def _check_unique(block, owner, last, out_name) -> None:
     f0, f1 = block["f0"], block["f1"]
     if last is not None and last == (int(f0[0]), int(f1[0])):
-        raise BadInputError(names[int(src[0])], f"uid {_uid_hex(f0[0], f1[0])} also occurs in another input "
-                                                f"({out_name})")
+        raise BadInputError(owner(0), f"uid {_uid_hex(f0[0], f1[0])} also occurs in another input ({out_name})")
     if len(block) > 1:
         ok = uid_le_next(f0, f1, strict=True)
         if not ok.all():
             i = int(np.argmin(ok))
-            raise BadInputError(names[int(src[i + 1])], f"uid {_uid_hex(f0[i], f1[i])} also occurs in "
-                                                        f"{names[int(src[i])]} ({out_name})")
+            raise BadInputError(owner(i + 1), f"uid {_uid_hex(f0[i], f1[i])} also occurs in {owner(i)} ({out_name})")
 
 
 def merge_sorted_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, dtype: np.dtype,

@@ -172,7 +172,8 @@ class Loop:
         self.pool.metadata_files()  # clear errors for a missing/empty pool before anything else
         cfg = {"pool": {"path": os.path.abspath(self.pool.root) if "://" not in self.pool.root else self.pool.root,
                         "fingerprint": pool_fingerprint(self.pool)},
-               "preset": self.preset, "loop": asdict(self.config)}
+               "preset": self.preset,
+               "loop": {k: v for k, v in asdict(self.config).items() if k != "preset"}}  # preset: by content
         fp = hashlib.sha256(json.dumps({"pool": cfg["pool"]["fingerprint"], "preset": self.preset,
                                         "loop": cfg["loop"]}, sort_keys=True).encode()).hexdigest()[:16]
         cfg["fingerprint"] = fp

@@ -120,8 +120,19 @@ def to_model_input(images_u8, preset: dict, device="cpu"):
     """
     import torch
 
-    x = torch.as_tensor(np.ascontiguousarray(images_u8) if isinstance(images_u8, np.ndarray) else images_u8)
+    if isinstance(images_u8, np.ndarray):  # memmap views are read-only: torch wants a writable buffer
+        images_u8 = np.require(images_u8, requirements=["C", "W"])
+    x = torch.as_tensor(images_u8)
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
     mean = torch.tensor(preset["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(preset["std"], device=device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std)
+
+
+def to_token_tensor(tokens, device="cpu"):
+    """Token ids (N, ctx) array/tensor -> int64 tensor on `device`."""
+    import torch
+
+    if isinstance(tokens, np.ndarray):
+        tokens = np.require(tokens, requirements=["C", "W"])
+    return torch.as_tensor(tokens).to(device, non_blocking=True).long()

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .model import to_model_input
+from .model import to_model_input, to_token_tensor
 
 
 def _encode(model, x, t):
@@ -36,7 +36,7 @@ def embed_batches(model, batches: Iterable, preset: dict | None = None, device="
         with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             for images, tokens in batches:
                 x = to_model_input(images, preset, device)
-                t = torch.as_tensor(tokens).to(device).long()
+                t = to_token_tensor(tokens, device)
                 img, txt = _encode(model, x, t)
                 yield img.cpu().numpy(), txt.cpu().numpy()
     finally:

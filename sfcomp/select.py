@@ -102,7 +102,7 @@ def threshold_for_fraction(scores: np.ndarray, fraction: float, source: Source =
 
 def threshold_mask(scores: np.ndarray, threshold: float, source: Source = None) -> np.ndarray:
     s = _check_scores(scores, source)
-    return s >= np.float32(threshold) if np.isfinite(threshold) else s >= threshold
+    return s >= np.float32(threshold)
 
 
 def top_fraction_mask(scores: np.ndarray, fraction: float, source: Source = None) -> np.ndarray:

@@ -4,6 +4,8 @@ Input: one or more score files (per-rank or per-shard parts; each sorted by uid,
 chunks. Output: the same uids `sfcomp.select.make_mix` picks in memory, written as a sorted DataComp subset.
 
 How, exactly and with bounded memory:
+0. With several parts, one k-way merge pass over their uids (nothing written) refuses a uid found in two parts,
+   as the in-memory path would (each part's own order, uniqueness and finiteness are checked on every read).
 1. Every rule is "the k smallest by a composite key": top fraction / top-k use p = ~score_key(score) (descending
    score), the random part p = uid_hash(uid, seed); ties go to the smaller uid, so the key (p, f0, f1) is
    unique. The k-th smallest key is found by radix selection over 16-bit digits: one pass builds a 65,536-bin

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .model import to_model_input
+from .model import to_model_input, to_token_tensor
 
 
 def dist_info() -> tuple[int, int]:
@@ -107,7 +107,7 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
         for g in opt.param_groups:
             g["lr"] = lr
         x = to_model_input(images, preset, device)
-        t = torch.as_tensor(tokens).to(device, non_blocking=True).long()
+        t = to_token_tensor(tokens, device)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
             out = net(x, t)
             if isinstance(out, dict):

@@ -177,7 +177,7 @@ class Result:
 
 
 def run_cli(args: Sequence[str], logs: Path, kill: Sequence[tuple] = (), timeout: float = 600,
-            kill_when_exists: Path | None = None) -> Result:
+            kill_when_exists: Path | None = None, env: dict | None = None) -> Result:
     """`sfcomp ARGS` in a forked child; returns its exit code (-9 when it was killed).
 
     `kill`: points where the child kills itself; `kill_when_exists`: this process sends the child SIGKILL
@@ -185,7 +185,7 @@ def run_cli(args: Sequence[str], logs: Path, kill: Sequence[tuple] = (), timeout
     logs.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{len(list(logs.glob('*.out')))}"
     out, err = logs / f"{tag}.out", logs / f"{tag}.err"
-    env = {"NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+    env = {"NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     p = _context().Process(target=_child, args=([str(a) for a in args], list(kill), str(out), str(err), env))
     p.start()
     if kill_when_exists is not None:

@@ -8,6 +8,8 @@ shards, shard i on rank i % 2; per-rank score files merged by uid on rank 0; sel
   * the mixes (each round's next_mix.npy) are byte-identical,
   * the merge itself is exact: the merged file is, bit for bit, the uid-sorted union of the rank files,
     and each rank scored whole shards.
+The 2-process job is first killed (rank 1 gets SIGKILL in round 1) and then resumed, so all of the above also
+holds across a distributed crash.
 """
 from __future__ import annotations
 
@@ -39,12 +41,31 @@ def runs(tmp_path_factory):
     assert single.code == 0, single
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(H.free_port()), str(H.SFCOMP_BIN),
-           *H.loop_cmd("run", pool, root / "w2", preset, cache, "--rounds", str(ROUNDS))]
-    two = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    args = H.loop_cmd("run", pool, root / "w2", preset, cache, "--rounds", str(ROUNDS))
+
+    def torchrun(script, extra_env):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(H.free_port()), str(script), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**env, **extra_env}, timeout=600)
+
+    # first attempt: rank 1 is killed -9 in round 1's training (step 2 of fold 0; round 0 took steps 1-6)
+    killed = torchrun(Path(__file__).parent / "_e_torchrun_entry.py",
+                      {"SFCOMP_E_KILL": json.dumps([["call", "torch.optim:AdamW.step", 8]]), "SFCOMP_E_KILL_RANK": "1"})
+    after_kill = {k: (root / "w2" / f"round_{k:02d}" / "done.json").exists() for k in range(ROUNDS)}
+    # then the real console script resumes it
+    two = torchrun(H.SFCOMP_BIN, {})
     assert two.returncode == 0, two.stderr[-4000:]
-    return {"pool": pool, "cache": cache, "w1": root / "w1", "w2": root / "w2", "stdout2": two.stdout}
+    return {"pool": pool, "cache": cache, "w1": root / "w1", "w2": root / "w2", "stdout2": two.stdout,
+            "killed": killed, "after_kill": after_kill}
+
+
+def test_a_rank_killed_mid_round_stops_the_job_and_the_rerun_resumes(runs):
+    """torchrun tears the job down when rank 1 dies; what it had finished (round 0, the round 1 mix) is kept
+    and the other tests below check that the resumed job still equals the single-process run."""
+    k = runs["killed"]
+    assert k.returncode != 0
+    assert "exitcode  : -9" in k.stderr and "rank      : 1" in k.stderr
+    assert runs["after_kill"] == {0: True, 1: False}
 
 
 def test_two_ranks_really_ran(runs):
@@ -54,7 +75,7 @@ def test_two_ranks_really_ran(runs):
         for r in range(2):
             assert (runs["w2"] / f"round_{k:02d}" / f"scores.rank{r}.npy").exists()
     # rank 0 alone prints
-    assert runs["stdout2"].count("round 0:") == 1
+    assert runs["stdout2"].count("round 1:") == 1
 
 
 @pytest.mark.parametrize("k", range(ROUNDS))

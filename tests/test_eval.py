@@ -116,21 +116,24 @@ def test_reshard_resumes_after_a_crash_to_the_same_bytes(pool, tmp_path, monkeyp
     U.write_subset(tmp_path / "sub.npy", U.hex_to_uids(sorted(info["present"])[::2]))
     ref = R.reshard(root, tmp_path / "sub.npy", tmp_path / "ref", shard_size=40, log=lambda m: None)
 
-    real_write, calls = R._write_tar, {"n": 0}
+    real_write, calls = R._ShardStream.write, {"n": 0}
 
-    def crash_on_third(path, samples):
+    def crash_mid_third_shard(self, key, sample):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 100:  # shard_size 40: sample 100 is in the middle of the third shard
             raise KeyboardInterrupt("simulated crash")
-        real_write(path, samples)
+        real_write(self, key, sample)
 
-    monkeypatch.setattr(R, "_write_tar", crash_on_third)
+    monkeypatch.setattr(R._ShardStream, "write", crash_mid_third_shard)
     with pytest.raises(KeyboardInterrupt):
         R.reshard(root, tmp_path / "sub.npy", tmp_path / "out", shard_size=40, log=lambda m: None)
     assert not (tmp_path / "out" / "meta.json").exists()
-    assert not list((tmp_path / "out").glob(".tmp-*"))  # no half-written shard left behind
-    monkeypatch.setattr(R, "_write_tar", real_write)
+    assert not (tmp_path / "out" / "00000002.tar").exists()
+    assert not list((tmp_path / "out").glob(".tmp-*"))  # the half-written shard was removed
+    (tmp_path / "out" / ".tmp-00000002.tar.12345").write_bytes(b"left by a killed process")
+    monkeypatch.setattr(R._ShardStream, "write", real_write)
     rep = R.reshard(root, tmp_path / "sub.npy", tmp_path / "out", shard_size=40, log=lambda m: None)
+    assert not list((tmp_path / "out").glob(".tmp-*"))
     assert rep.resumed_from_shard == 2
     assert rep.output_count == ref.output_count and rep.output_shard_count == ref.output_shard_count
     for i in range(ref.output_shard_count):
@@ -378,3 +381,33 @@ def test_fasttar_reads_what_tarfile_writes_and_back(tmp_path):
     bad[0] ^= 1
     with pytest.raises(fasttar.TarFormatError, match="checksum"):
         list(fasttar.iter_members(io.BytesIO(bytes(bad)), "b"))
+
+
+def test_unsupported_dataset_type_is_skipped_with_a_note(tmp_path):
+    write_wds_classification(tmp_path / "ok", 6)
+    write_wds_classification(tmp_path / "multi", 6)
+    (tmp_path / "multi" / "dataset_type.txt").write_text("multilabel\n")
+    tasks, notes = find_tasks(tmp_path)
+    assert [t.key for t in tasks] == ["ok"]
+    assert len(notes) == 1 and notes[0].startswith("multi: skipped") and "multilabel" in notes[0]
+
+
+def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "pool"
+    write_tiny_pool(root, n=60, seed=1, samples_per_shard=30, with_npz=False)
+    for f in (root / "metadata").glob("*.parquet"):
+        pq.write_table(pq.read_table(f).drop_columns(["clip_l14_similarity_score"]), f)
+    (root / "truth.parquet").unlink()
+    write_wds_classification(tmp_path / "eval" / "fm", 6)
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--pool", str(root), "--eval",
+                        str(tmp_path / "eval"), "--out", str(tmp_path / "out"), "--dry-run", "--rounds", "2"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "skip clip_l14_30: pool metadata has no clip_l14_similarity_score column" in out
+    assert "skip oracle_clean: pool has no truth.parquet" in out
+    assert "--method clip_b32_30 --seed 2" in out and "--method sf_t30r10_r2 --seed 0" in out
+    assert "--method sf_t50r0_r1" in out and "--samples-seen 15360" in out
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing

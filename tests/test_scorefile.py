@@ -187,7 +187,8 @@ def test_merge_refuses_duplicates_and_field_mismatch(tmp_path):
     out = tmp_path / "m.npy"
     with pytest.raises(BadInputError, match="also occurs") as e:
         merge_score_files([tmp_path / "a.npy", tmp_path / "b.npy"], out, chunk_rows=32)
-    assert "\n" not in str(e.value)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(tmp_path / "b.npy")) and str(tmp_path / "a.npy") in msg
     assert listing(tmp_path) == ["a.npy", "a.npy.json", "b.npy", "b.npy.json"]  # no output, no temp files
     write_scores(tmp_path / "c.npy", u[60:], {"t": np.zeros(40)})
     with pytest.raises(BadInputError, match="fields"):
