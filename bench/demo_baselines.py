@@ -32,8 +32,17 @@ def heldout_targets(pool: Path, out: Path) -> Path:
     from sfcomp.sources import reference_clip as RC
 
     torch.set_num_threads(2)
-    ref = np.load(pool / "_work" / "ref_indices.npy")
-    images, _ = F.load("train")
+    images, labels = F.load("train")
+    ref_file = pool / "_work" / "ref_indices.npy"
+    if ref_file.exists():
+        ref = np.load(ref_file)
+    else:  # make-pool removed its work folder: the plan is deterministic in make_pool.json's arguments
+        from sfcomp.sources.pool_plan import plan_pool
+
+        info = json.loads((pool / "make_pool.json").read_text())
+        a = info["args"]
+        ref = plan_pool(images, labels, a["size"], a["noise"], info["profile"], a["seed"],
+                        ref_size=a["ref_size"]).ref_indices
     held = images[ref]
     ckpt_dir = pool / "reference"
     if not (ckpt_dir / "ref-l14.pt").exists():

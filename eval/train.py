@@ -109,6 +109,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, scale: str = "tiny", 
     out = Path(out)
     cfg = get_scale(scale)
     if samples_seen is not None:
+        # keep the schedule's shape: warmup shrinks (or grows) with samples seen, as a share of training
+        ratio = int(samples_seen) / cfg["train_num_samples"]
+        cfg["warmup"] = max(1, round(cfg["warmup"] * ratio))
         cfg["train_num_samples"] = int(samples_seen)
     train_data = train_data_pattern(data)
     _, rank, world_size = world_info_from_env()

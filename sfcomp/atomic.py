@@ -1,13 +1,15 @@
 """Atomic file writes: write to a temp file in the same folder, fsync, then rename over the target.
 
 A crash leaves either the old file or the new one, never half of one, plus at worst a stray
-`.tmp-*` file that the next write cleans up.
+`.tmp-<name>.*` file beside it, which `remove_stale_temps` (called by the writers that resume) deletes.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -42,3 +44,19 @@ def write_npy(path: str | os.PathLike, array) -> None:
 
     with atomic_open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
+
+
+def remove_stale_temps(out_path: str | os.PathLike) -> int:
+    """Remove what a killed earlier write of `out_path` left beside it: `.tmp-<name>.*` files (atomic_open) and
+    `.tmp-<name>.parts.*` spill folders. Returns how many were removed."""
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        return 0
+    n = 0
+    for p in out_path.parent.glob(f".tmp-{glob.escape(out_path.name)}.*"):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n

@@ -7,15 +7,13 @@ an exact `.npy` header (the same bytes `np.save` writes), through a temp file re
 """
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from .atomic import atomic_open
+from .atomic import atomic_open, remove_stale_temps  # noqa: F401 (re-exported)
 from .errors import BadInputError
 from .scorefile import _uid_hex, iter_score_chunks, uid_le_next, uid_order
 from .uids import UID_DTYPE
@@ -54,22 +52,6 @@ class _Stream:
         rows, f0 = self.buf[:k], self.f0[:k]
         self.buf, self.f0 = self.buf[k:], self.f0[k:]
         return rows, f0
-
-
-def remove_stale_temps(out_path: str | os.PathLike) -> int:
-    """Remove what a killed earlier write of `out_path` left beside it: `.tmp-<name>.*` files (atomic_open) and
-    `.tmp-<name>.parts.*` spill folders. Returns how many were removed."""
-    out_path = Path(out_path)
-    if not out_path.parent.is_dir():
-        return 0
-    n = 0
-    for p in out_path.parent.glob(f".tmp-{glob.escape(out_path.name)}.*"):
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        n += 1
-    return n
 
 
 def write_npy_header(f, dtype: np.dtype, n: int) -> None:

@@ -288,21 +288,49 @@ class Loop:
 
     # ---- one round
     def run_round(self, k: int | None = None) -> dict:
-        import torch
-
-        from .model import create_model
-        from .train import steps_for
-
         k = self.finished_rounds() if k is None else k
         rdir = self.round_dir(k)
         if (rdir / "done.json").exists():
             return json.loads((rdir / "done.json").read_text())
         rdir.mkdir(parents=True, exist_ok=True)
-        cfg, preset = self.config, self.preset
+        cfg = self.config
         t_start = time.time()
         timings = {"train_s": 0.0, "score_s": 0.0, "select_s": 0.0, "report_s": 0.0}
 
         mix_rows = self._mix_rows(k)
+        scores_path = rdir / "scores.npy"
+        if scores_path.exists() and (rdir / "emb_sample.npz").exists():
+            # killed after its score file was complete: only selection and the report are left to do
+            with np.load(rdir / "emb_sample.npz") as z:
+                img_emb_sample = (z["rows"], z["emb"])
+            counts = {"steps_per_model": None, "models": max(1, cfg.folds), "trained": 0, "scored": 0,
+                      "resumed_after_scoring": True}
+        else:
+            img_emb_sample, counts = self._train_and_score(k, rdir, mix_rows, scores_path, timings)
+
+        result: dict = {}
+        if self.rank == 0:
+            result = self._select_and_report(k, rdir, scores_path, mix_rows, img_emb_sample, timings)
+            result.update({"round": k, "fingerprint": self.fingerprint, "world_size": self.world,
+                           **{c: v for c, v in counts.items() if c not in ("trained", "scored")},
+                           "train_samples_per_s": counts["trained"] / timings["train_s"] if timings["train_s"] else None,
+                           "score_samples_per_s": counts["scored"] * self.world / timings["score_s"]
+                           if timings["score_s"] else None,
+                           "wall_s": time.time() - t_start, **timings})
+            write_json(rdir / "done.json", result)  # the completion marker: last
+        _barrier()
+        if self.rank != 0:
+            result = json.loads((rdir / "done.json").read_text())
+        return result
+
+    def _train_and_score(self, k, rdir, mix_rows, scores_path, timings):
+        """Train the round's models on the mix, score this rank's rows, write the (merged) score file."""
+        import torch
+
+        from .model import create_model
+        from .train import steps_for
+
+        cfg, preset = self.config, self.preset
         folds = cfg.folds
         fold_of_mix = self._fold_of(k, mix_rows) if folds >= 2 else np.zeros(len(mix_rows), np.int64)
         steps = cfg.steps if cfg.steps is not None else steps_for(preset, len(mix_rows) * (folds - 1) // max(1, folds)
@@ -359,7 +387,9 @@ class Loop:
 
         fields = self._combine(k, score_rows, mix_rows, fold_of_mix, cos, snaps)
         t0 = time.time()
-        scores_path = rdir / "scores.npy"
+        if self.rank == 0:  # before the score file, whose presence marks training + scoring as done
+            with atomic_open(rdir / "emb_sample.npz", "wb") as fh:
+                np.savez(fh, rows=img_emb_sample[0], emb=img_emb_sample[1])
         meta = {"round": k, "pool": self.pool.root, "fingerprint": self.fingerprint, "preset": preset["name"],
                 "seed": cfg.seed, "folds": folds}
         from .scorefile import merge_score_files, write_scores
@@ -374,21 +404,8 @@ class Loop:
             if self.rank == 0:
                 merge_score_files([rdir / f"scores.rank{r}.npy" for r in range(self.world)], scores_path, meta=meta)
         timings["score_s"] += time.time() - t0
-
-        result: dict = {}
-        if self.rank == 0:
-            result = self._select_and_report(k, rdir, scores_path, mix_rows, img_emb_sample, timings)
-            result.update({"round": k, "fingerprint": self.fingerprint, "steps_per_model": steps,
-                           "models": n_models, "world_size": self.world,
-                           "train_samples_per_s": trained_samples / timings["train_s"] if timings["train_s"] else None,
-                           "score_samples_per_s": scored_samples * self.world / timings["score_s"]
-                           if timings["score_s"] else None,
-                           "wall_s": time.time() - t_start, **timings})
-            write_json(rdir / "done.json", result)  # the completion marker: last
-        _barrier()
-        if self.rank != 0:
-            result = json.loads((rdir / "done.json").read_text())
-        return result
+        return img_emb_sample, {"steps_per_model": steps, "models": n_models, "trained": trained_samples,
+                                "scored": scored_samples}
 
     def _combine(self, k, score_rows, mix_rows, fold_of_mix, cos, snaps) -> dict[str, np.ndarray]:
         """Per-row fields from the models' cosines (see the module docstring)."""

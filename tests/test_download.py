@@ -65,10 +65,16 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def downloaded(site, tmp_path_factory):
+    """One real download through the CLI; then the library call, which finds every shard done and spawns nothing."""
+    from sfcomp.cli import main
+
     out = tmp_path_factory.mktemp("dl") / "shards"
+    cli = CliRunner().invoke(main, ["download", str(site["urls"]), "--out", str(out), "--image-size", "32",
+                                    "--processes", "1", "--threads", "4", "--samples-per-shard", str(PER_SHARD)])
+    assert cli.exit_code == 0, cli.output
     result = download(site["urls"], out, image_size=32, processes=1, threads=4, samples_per_shard=PER_SHARD,
                       quiet=True)
-    return out, result
+    return out, result, cli.output
 
 
 def _tar_samples(tar_path):
@@ -91,18 +97,19 @@ def test_datacomp_settings_are_datacomps():
 
 
 def test_counts_requested_vs_downloaded(site, downloaded):
-    _, r = downloaded
+    _, r, cli_output = downloaded
     kinds = np.array(site["kinds"])
     assert r.requested == N
     assert r.downloaded == int((kinds == "ok").sum())
     assert r.failed_to_download == int((kinds == "404").sum())
     assert r.failed_to_resize == int((kinds == "corrupt").sum())
-    assert r.shards == 3 and r.shards_skipped == 0
-    assert f"requested {N}, downloaded {r.downloaded}" in r.summary()
+    assert r.shards == 3 and r.shards_skipped == 3  # the second call found all shards finished
+    assert f"requested {N}, downloaded {r.downloaded} " in cli_output
+    assert "3 shards (0 already done before this run)" in cli_output
 
 
 def test_shard_files_and_stats(site, downloaded):
-    out, _ = downloaded
+    out = downloaded[0]
     names = sorted(os.listdir(out))
     assert names == [f"{s:08d}{ext}" for s in range(3) for ext in (".parquet", ".tar", "_stats.json")]
     total = 0
@@ -119,7 +126,7 @@ def test_shard_files_and_stats(site, downloaded):
 
 
 def test_tar_members_and_json(site, downloaded):
-    out, _ = downloaded
+    out = downloaded[0]
     by_uid = {u: i for i, u in enumerate(site["uids"])}
     seen = set()
     for s in range(3):
@@ -144,7 +151,7 @@ def test_tar_members_and_json(site, downloaded):
 
 
 def test_status_table_records_failures(site, downloaded):
-    out, _ = downloaded
+    out = downloaded[0]
     t = pa.concat_tables([pq.read_table(out / f"{s:08d}.parquet") for s in range(3)]).to_pandas()
     kind = dict(zip(site["uids"], site["kinds"]))
     want = {"ok": "success", "404": "failed_to_download", "corrupt": "failed_to_resize"}
@@ -168,9 +175,38 @@ def test_resume_redoes_only_unfinished_shards(site, downloaded, tmp_path):
     assert r.shards == 3 and r.shards_skipped == 1
     assert r.downloaded == downloaded[1].downloaded
     assert len(_tar_samples(out / "00000001.tar")) == json.loads((out / "00000001_stats.json").read_text())["successes"]
-    # a rerun with nothing left to do redoes nothing
-    r2 = download(site["urls"], out, image_size=32, processes=1, threads=4, samples_per_shard=PER_SHARD, quiet=True)
-    assert r2.shards_skipped == 3 and {s: os.stat(out / f"{s:08d}.tar").st_mtime_ns for s in range(3)} == after
+
+
+def test_resume_after_a_real_kill(site, tmp_path):
+    """SIGKILL the whole `sfcomp download` process group mid-run; the rerun keeps the finished shards."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    served = [i for i, k in enumerate(site["kinds"]) if k == "ok"][:200]
+    routes = {f"/s/{i}.jpg": site["server"].routes[f"/img/{site['uids'][i]}.jpg"] for i in served}
+    urls = tmp_path / "urls.parquet"
+    with BlobServer(site["root"] / "blob.bin", routes, delay_s=0.03) as slow:
+        pq.write_table(pa.table({"uid": [site["uids"][i] for i in served],
+                                 "url": [f"{slow.base_url}/s/{i}.jpg" for i in served],
+                                 "text": [site["texts"][i] for i in served]}), urls)
+        out = tmp_path / "shards"
+        cmd = [sys.executable, "-c", "from sfcomp.cli import main; main()", "download", str(urls), "--out", str(out),
+               "--image-size", "32", "--processes", "1", "--threads", "2", "--samples-per-shard", "40"]
+        p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not list(out.glob("*_stats.json")) and p.poll() is None:
+            time.sleep(0.1)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        done = {f.name: (out / f.name.replace("_stats.json", ".tar")).stat().st_mtime_ns
+                for f in out.glob("*_stats.json")}
+        assert 1 <= len(done) < 5
+        r = download(urls, out, image_size=32, processes=1, threads=4, samples_per_shard=40, quiet=True)
+    assert r.shards == 5 and r.shards_skipped == len(done) and r.downloaded == len(served)
+    assert all((out / n.replace("_stats.json", ".tar")).stat().st_mtime_ns == m for n, m in done.items())
+    present = {json.loads(s["json"])["uid"] for t in sorted(out.glob("*.tar")) for s in _tar_samples(t).values()}
+    assert present == {site["uids"][i] for i in served}
 
 
 def test_clean_partial_shards_keeps_good_ones(tmp_path):
@@ -180,17 +216,6 @@ def test_clean_partial_shards_keeps_good_ones(tmp_path):
     (tmp_path / "00000001_stats.json").write_text('{"successes": 1}')  # no tar
     assert [os.path.basename(p) for p in clean_partial_shards(tmp_path)] == ["00000001_stats.json"]
     assert (tmp_path / "00000000_stats.json").exists()
-
-
-def test_cli_download(site, tmp_path):
-    from sfcomp.cli import main
-
-    r = CliRunner().invoke(main, ["download", str(site["urls"]), "--out", str(tmp_path / "s"), "--image-size",
-                                  "32", "--processes", "1", "--threads", "4", "--samples-per-shard", "250"])
-    assert r.exit_code == 0, r.output
-    ok = sum(k == "ok" for k in site["kinds"])
-    assert f"requested {N}, downloaded {ok}" in r.output
-    assert sorted(os.listdir(tmp_path / "s")) == ["00000000.parquet", "00000000.tar", "00000000_stats.json"]
 
 
 def test_bad_url_list_is_one_line_error(tmp_path):

@@ -292,6 +292,7 @@ def test_train_eval_through_open_clip_train_then_compare(pool, tmp_path):
     tinfo = json.loads((tmp_path / "run" / "train" / "info.json").read_text())
     assert "--dataset-resampled" in tinfo["trainer_args"] and tinfo["standard"] is False
     assert tinfo["scale_config"]["train_num_samples"] == 512
+    assert tinfo["scale_config"]["warmup"] == 1  # 30 steps of 76,800 samples, scaled to 512 samples seen
     log = (tmp_path / "run" / "train" / "train" / "out.log").read_text()
     assert "Train Epoch: 0" in log  # open_clip's own trainer ran
     assert run["clean_precision"] == 1.0 and run["subset_size"] == len(clean)

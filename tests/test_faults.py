@@ -132,8 +132,8 @@ def test_external_kill(ref, tmp_path):
 
 @pytest.mark.xfail(strict=True, reason="a write killed between its temp file and the rename leaves "
                                        "round_00/.tmp-model_f0.pt.XXXXXXXX (a whole checkpoint) for good: "
-                                       "sfcomp/atomic.py promises 'the next write cleans up' but nothing does; "
-                                       "loop.py/cache.py should call sfcomp.kway.remove_stale_temps on what "
+                                       "only export/streaming selection clean them up; "
+                                       "loop.py/cache.py should call sfcomp.atomic.remove_stale_temps on what "
                                        "they write, as export.py does")
 def test_killed_write_leaves_no_temp_file_after_rerun(ref, tmp_path):
     work = tmp_path / "w"
@@ -160,9 +160,19 @@ def _samples_in(tar_path: Path) -> int:
         return sum(1 for m in tf.getmembers() if m.name.endswith(".json"))
 
 
-def test_shard_lost_and_shard_corrupt_mid_run_are_counted_not_fatal(ref, tmp_path):
-    """Shard 1 ends inside a member; shard 2 is deleted after the run listed the shards (just before it is
-    decoded). The round finishes; report.json counts both; every readable sample is scored."""
+STREAMED_GAPS = ("sfcomp/stream.py (streamed presets, cache: false): a shard deleted mid-run is not counted as "
+                 "missing (each DataLoader worker's ShardErrors is dropped; report says missing_shards 0) and its "
+                 "unread samples stay in the score file with a made-up cosine 0 instead of being skipped "
+                 "(corrupt_members is also counted once per model: 182 for 91 samples)")
+
+
+@pytest.mark.parametrize("streamed", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True,
+                                                                                         reason=STREAMED_GAPS))],
+                         ids=["cached", "streamed"])
+def test_shard_lost_and_shard_corrupt_mid_run_are_counted_not_fatal(ref, tmp_path, streamed):
+    """Shard 1 ends inside a member; shard 2 is deleted after the run listed the shards (cached preset: just
+    before the cache decodes it; streamed preset: after training, before scoring). The round finishes;
+    report.json counts both; every readable sample is scored, the others are skipped."""
     pool = tmp_path / "pool"
     shutil.copytree(ref["pool"], pool)
     shards = sorted((pool / "shards").glob("*.tar"))
@@ -170,16 +180,23 @@ def test_shard_lost_and_shard_corrupt_mid_run_are_counted_not_fatal(ref, tmp_pat
     in_corrupt = _samples_in(shards[1])
     _truncate_last_member(shards[1])
     work = tmp_path / "w"
-    cmd = H.loop_cmd("round", pool, work, ref["preset"], tmp_path / "cache")
-    r = H.run_cli(cmd, tmp_path / "logs", kill=[("unlink_then_call", str(shards[2]), "sfcomp.cache:decode_shard", 3)])
+    preset = ref["preset"]
+    hook = "sfcomp.cache:decode_shard", 3
+    if streamed:
+        preset = tmp_path / "streamed.json"
+        preset.write_text(json.dumps({**H.MICRO_PRESET, "name": "micro-streamed", "cache": False}))
+        hook = "sfcomp.stream:StreamedPoolData.embed", 1
+    cmd = H.loop_cmd("round", pool, work, preset, tmp_path / "cache")
+    r = H.run_cli(cmd, tmp_path / "logs", kill=[("unlink_then_call", str(shards[2]), *hook)])
     assert r.code == 0, r
     assert not shards[2].exists()
     report = json.loads((work / "round_00" / "report.json").read_text())
     assert report["shard_errors"]["missing_shards"] == 1
     assert report["shard_errors"]["corrupt_members"] >= 1
-    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
-    assert any("00000002.tar" in m and "does not exist" in m for m in manifest["messages"])
-    assert any("00000001.tar" in m for m in manifest["messages"])
+    if not streamed:
+        manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+        assert any("00000002.tar" in m and "does not exist" in m for m in manifest["messages"])
+        assert any("00000001.tar" in m for m in manifest["messages"])
     scores = np.load(work / "round_00" / "scores.npy")
     # all of shard 0, all but the cut sample of shard 1, nothing of shard 2
     assert len(scores) == intact + in_corrupt - 1

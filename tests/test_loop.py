@@ -193,3 +193,16 @@ def test_streamed_shards_give_the_cached_embeddings(pool):
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
     np.testing.assert_allclose(a[1], b[1], atol=1e-5)
     streamed.train(model, rows, preset, steps=2, seed=0, progress=False)  # cycles its shards, filter before decode
+
+
+def test_round_killed_after_its_score_file_resumes_at_selection(pool, tmp_path):
+    Loop(pool["root"], tmp_path / "w", config(pool), progress=False).run_round()
+    rdir = tmp_path / "w" / "round_00"
+    want = (rdir / "next_mix.npy").read_bytes()
+    for name in ("done.json", "next_mix.npy", "next_mix.npy.json", "report.json"):
+        (rdir / name).unlink()
+    for model in rdir.glob("model_f*.pt"):
+        model.unlink()  # no longer needed: the score file is complete
+    r = Loop(pool["root"], tmp_path / "w", config(pool), progress=False).run_round()
+    assert r["resumed_after_scoring"] and (rdir / "next_mix.npy").read_bytes() == want
+    assert not list(rdir.glob("model_f*.pt"))

@@ -8,16 +8,26 @@ from __future__ import annotations
 import mmap
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
 
-class BlobServer:
-    """Serve `routes` {url path: (offset, length)} out of the file `blob` on 127.0.0.1:`port` (0 = any free)."""
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # img2dataset opens many connections at once
 
-    def __init__(self, blob: str | os.PathLike, routes: Mapping[str, tuple[int, int]], port: int = 0):
+
+class BlobServer:
+    """Serve `routes` {url path: (offset, length)} out of the file `blob` on 127.0.0.1:`port` (0 = any free).
+
+    `delay_s` makes every answer wait that long, like a slow host.
+    """
+
+    def __init__(self, blob: str | os.PathLike, routes: Mapping[str, tuple[int, int]], port: int = 0,
+                 delay_s: float = 0.0):
         self._file = open(blob, "rb")
         size = os.fstat(self._file.fileno()).st_size
         self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -28,6 +38,8 @@ class BlobServer:
             protocol_version = "HTTP/1.0"
 
             def do_GET(self):  # noqa: N802 - http.server's name
+                if delay_s:
+                    time.sleep(delay_s)  # a slow host (tests interrupt a download mid-way)
                 hit = server.routes.get(self.path)
                 if hit is None:
                     self.send_error(404, "Not Found")
@@ -43,9 +55,7 @@ class BlobServer:
             def log_message(self, *args):  # quiet
                 pass
 
-        ThreadingHTTPServer.daemon_threads = True
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.httpd.request_queue_size = 256
+        self.httpd = _Server(("127.0.0.1", port), Handler)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
