@@ -123,10 +123,15 @@ def imagenet21k_offsets(path: str | os.PathLike | None = None) -> tuple[frozense
     downloads as imagenet21k_wordnet_ids.txt).
     """
     if path is None:
-        import timm
+        import importlib.metadata
+        import importlib.util
 
-        path = Path(timm.__file__).parent / "data" / "_info" / "imagenet21k_goog_synsets.txt"
-        source = f"timm {timm.__version__}: data/_info/imagenet21k_goog_synsets.txt"
+        spec = importlib.util.find_spec("timm")  # its file only: importing timm would import torch
+        if spec is None or spec.origin is None:
+            raise BadInputError("timm", "the ImageNet-21k synset list comes from timm: pip install timm, "
+                                        "or pass --synset-list FILE")
+        path = Path(spec.origin).parent / "data" / "_info" / "imagenet21k_goog_synsets.txt"
+        source = f"timm {importlib.metadata.version('timm')}: data/_info/imagenet21k_goog_synsets.txt"
     else:
         source = str(path)
     try:

@@ -275,9 +275,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench"))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--scale", default="tiny")
-    p.add_argument("--samples-seen", type=int, default=15360,
-                   help="samples seen by every arm's training: equal for all arms (default 60 steps of 256, sized "
-                        "so the whole bench fits ~45 min on a 2-core CPU; 0 = the scale's own)")
+    p.add_argument("--samples-seen", type=int, default=25600,
+                   help="samples seen by every arm's training, equal for all arms (default 100 steps of 256: "
+                        "at 32 steps the tiny model stayed at chance on a demo-style pool; 0 = the scale's own)")
     p.add_argument("--fraction", type=float, default=0.3, help="subset fraction of random / CLIP score / sf arms")
     p.add_argument("--mixes", default="0.3:0.1,0.5:0.0", help="self-filtering mixes, top:random[,top:random]")
     p.add_argument("--rounds", type=int, default=3)

@@ -42,14 +42,6 @@ def _metadata_schema():
     ])
 
 
-def torch_threads() -> int:
-    """2 threads on an idle machine, 1 on a busy one: on an oversubscribed CPU, torch's threads wait on each
-    other and a training step measured 8x slower with 2 threads than with 1 (load 10 on 2 cores)."""
-    n = os.cpu_count() or 1
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= n
-    return 1 if busy else min(2, n)
-
-
 def n_metadata_files(size: int) -> int:
     """A few files, as a real pool has (DataComp: one per ~505k rows); ~15k rows a file here."""
     return 1 if size < 100 else max(2, min(8, size // 15000))
@@ -162,7 +154,6 @@ class PoolBuilder:
         t["file"] = np.zeros(len(t), np.int64)
         for i, (lo, hi) in enumerate(_split_bounds(len(t), k)):
             t.loc[lo : hi - 1, "file"] = i
-        t.attrs = {}
         spans = write_blob(self.work / "blob.bin", [f if t["fail"].iat[i] != "404" else b""
                                                      for i, f in enumerate(files)])
         t["blob_offset"] = [s[0] for s in spans]
@@ -179,9 +170,20 @@ class PoolBuilder:
 
     # ---- 2. metadata -------------------------------------------------------------------------------------
     def metadata(self, plan) -> None:
+        import torch
+
+        # one thread: these models are small, and on a shared, oversubscribed CPU torch's threads wait on each
+        # other (a training step measured 8x slower with 2 threads than with 1 at load 10 on 2 cores)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._metadata(plan)
+        finally:
+            torch.set_num_threads(before)
+
+    def _metadata(self, plan) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
-        import torch
 
         from .sources import captions as C
         from .sources import fashion_mnist as F
@@ -191,7 +193,6 @@ class PoolBuilder:
         meta_dir = self.out / "metadata"
         if all((meta_dir / f"{s}.parquet").exists() for s in stems):
             return
-        torch.set_num_threads(torch_threads())
         a = self.args
         images, labels = F.load("train")
         ref_img, ref_lab = images[plan.ref_indices], labels[plan.ref_indices]

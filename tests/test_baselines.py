@@ -135,7 +135,6 @@ def test_fasttext_tokenizer_is_stricter_than_split():
 
 
 def test_wordnet_first_synset_matches_nltk():
-    pytest.importorskip("timm")
     from baselines.wordnet import WordNet, imagenet21k_offsets
 
     try:

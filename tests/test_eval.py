@@ -410,5 +410,5 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
     assert "skip clip_l14_30: pool metadata has no clip_l14_similarity_score column" in out
     assert "skip oracle_clean: pool has no truth.parquet" in out
     assert "--method clip_b32_30 --seed 2" in out and "--method sf_t30r10_r2 --seed 0" in out
-    assert "--method sf_t50r0_r1" in out and "--samples-seen 15360" in out
+    assert "--method sf_t50r0_r1" in out and "--samples-seen 25600" in out
     assert not (tmp_path / "out").exists()  # a dry run writes nothing

@@ -350,3 +350,14 @@ def test_cli_make_pool_help_and_bad_mix(tmp_path):
     assert r.exit_code == 0 and "--noise-mix" in r.output and "--direct" in r.output
     r = CliRunner().invoke(main, ["make-pool", "--out", str(tmp_path / "p"), "--noise-mix", "nope"])
     assert r.exit_code == 2 and "unknown noise mix 'nope'" in r.output
+
+
+def test_pool_larger_than_supply_reposts_altered_copies():
+    images, labels = F.load("test")
+    plan = plan_pool(images, labels, 300, 0.5, NZ.get_profile("misaligned"), seed=2, ref_size=9800)  # 200 left
+    t = plan.table
+    reposts = np.flatnonzero((t["variant"] == "repost").to_numpy())
+    assert len(reposts) >= 90 and (t["variant"] == "original").sum() == 200
+    src = t["source_index"].to_numpy()
+    assert all(not np.array_equal(plan.pixels[i], images[src[i]]) for i in reposts)  # altered, not copied
+    assert (t["class"].to_numpy() == labels[src]).all()
