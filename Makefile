@@ -7,8 +7,10 @@ DEMO_POOL ?= data/demo
 DEMO_WORK ?= work/demo
 DEMO_SIZE ?= 60000
 ROUNDS ?= 3
+STEPS ?= 120
 POOL ?= $(DEMO_POOL)
 EVAL ?= $(DEMO_POOL)/eval
+APT_PACKAGES ?= dataset-fashion-mnist wordnet-base
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install demo test bench bench-formats clean
@@ -21,14 +23,18 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
-	@command -v dpkg >/dev/null && (dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
-	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
-	  echo "warning: could not install Debian package dataset-fashion-mnist; make-pool will say so") || true
+	@# Debian data packages: Fashion-MNIST (the demo pool's images) and WordNet 3.0 (text_based baseline)
+	@if command -v dpkg >/dev/null; then \
+	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    (apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing) || \
+	    echo "warning: could not install Debian packages: $$missing (make-pool / text_based will say what is missing)"; \
+	  fi; fi
 	touch $@
 
 demo: install
 	@test -f $(DEMO_POOL)/.complete || $(SFCOMP) make-pool --source fashion-mnist --out $(DEMO_POOL) --size $(DEMO_SIZE)
-	$(SFCOMP) run --pool $(DEMO_POOL) --workdir $(DEMO_WORK) --rounds $(ROUNDS)
+	$(SFCOMP) run --pool $(DEMO_POOL) --workdir $(DEMO_WORK) --rounds $(ROUNDS) --steps $(STEPS)
 	$(SFCOMP) export-subset --scores $(DEMO_WORK)/final_scores.npy --top-frac 0.3 --random-frac 0.0 -o $(DEMO_WORK)/sfcomp_top30.npy
 	$(SFCOMP) validate-subset $(DEMO_WORK)/sfcomp_top30.npy --pool $(DEMO_POOL)
 

@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["sfcomp", "sfcomp.*", "baselines", "baselines.*", "eval", "eval.*"]),
-    package_data={"sfcomp": ["presets/*.json", "configs/*.json", "sources/*.json"], "baselines": ["assets/*"], "eval": ["configs/*"]},
+    package_data={"sfcomp": ["presets/*.json", "configs/*.json", "sources/*.json"], "baselines": ["assets/*"], "eval": ["configs/*.json", "configs/models/*.json"]},
     install_requires=[
         "numpy>=1.24,<2.4",  # open_clip 3.3's zero-shot code breaks on numpy 2.4
         "pandas>=2.0",

@@ -171,31 +171,68 @@ class PoolCache:
         return np.flatnonzero(np.isin(self.shard, ids))
 
 
-def cache_dir_for(pool_root: str, preset: dict, cache_root: str | os.PathLike | None = None) -> Path:
-    """Where a pool's cache lives for a preset: CACHE_ROOT (or $SFCOMP_CACHE_DIR, else POOL/.sfcomp-cache)
-    / <image_size>px-ctx<context_length>."""
-    base = cache_root or os.environ.get("SFCOMP_CACHE_DIR") or Path(pool_root) / ".sfcomp-cache"
-    return Path(base) / f"{preset['image_size']}px-ctx{preset['context_length']}"
+def cache_dir_for(pool_root: str, preset: dict, cache_root: str | os.PathLike | None = None,
+                  fingerprint: str | None = None) -> Path:
+    """Where a pool's cache lives for a preset: POOL/.sfcomp-cache/<image_size>px-ctx<context_length>, or, under
+    a root shared by several pools (CACHE_ROOT or $SFCOMP_CACHE_DIR), .../<image_size>px-ctx<context_length>-<pool
+    fingerprint> so that two pools never share a folder."""
+    name = f"{preset['image_size']}px-ctx{preset['context_length']}"
+    shared = cache_root or os.environ.get("SFCOMP_CACHE_DIR")
+    if not shared:
+        return Path(pool_root) / ".sfcomp-cache" / name
+    if fingerprint is None:
+        from .pool import pool_fingerprint
+
+        fingerprint = pool_fingerprint(Pool(pool_root))
+    return Path(shared) / f"{name}-{fingerprint}"
+
+
+def _check_same_pool(path: Path, fingerprint: str) -> None:
+    """Refuse a cache folder (manifest.json or pool.json) that another pool (or this pool before it changed) made."""
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text()).get("pool_fingerprint")
+    except (OSError, ValueError) as e:
+        raise BadInputError(path, f"unreadable ({e}); delete the cache folder to rebuild it") from None
+    if old is not None and old != fingerprint:
+        raise BadInputError(path, f"cache was built from another pool (fingerprint {old}, this pool {fingerprint}); "
+                                  "use another --cache-dir, or delete this cache folder to rebuild it")
 
 
 def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | None = None,
                 workers: int = 1, progress: bool = True) -> PoolCache:
     """Decode every present sample of `pool` (in its metadata) once into a memory-mapped cache; resumable.
 
-    Returns the opened cache. A finished cache (manifest.json) is opened without reading any shard.
+    Returns the opened cache. A finished cache (manifest.json) is opened without reading any shard; one that
+    another pool made (its recorded pool fingerprint differs) is refused.
     """
     from tqdm.auto import tqdm
 
+    from .atomic import remove_stale_temps
+    from .pool import pool_fingerprint
+
     pool = pool if isinstance(pool, Pool) else Pool(pool)
-    root = Path(cache_dir) if cache_dir else cache_dir_for(pool.root, preset)
+    fingerprint = pool_fingerprint(pool)
+    root = Path(cache_dir) if cache_dir else cache_dir_for(pool.root, preset, fingerprint=fingerprint)
+    _check_same_pool(root / "manifest.json", fingerprint)
     if (root / "manifest.json").exists():
         return PoolCache.open(root)
+    _check_same_pool(root / "pool.json", fingerprint)
     part_dir = root / "parts"
     part_dir.mkdir(parents=True, exist_ok=True)
     shards = pool.shard_files()
     if not shards:
         raise BadInputError(pool.shards_dir, "pool has no .tar shards (empty pool)")
     members = U.sort_uids(pool.metadata_uids())
+    if U.count_duplicates(members):
+        _refuse_duplicate(pool, members)
+    for name in ("pool.json", "uids.npy", "shard.npy", "manifest.json"):  # what a killed earlier build left
+        remove_stale_temps(root / name)
+    for sh in shards:
+        for ext in (".npz", ".done"):
+            remove_stale_temps(part_dir / f"{_shard_stem(sh)}{ext}")
+    write_json(root / "pool.json", {"pool": str(pool.root), "pool_fingerprint": fingerprint})
     jobs = [(s, str(part_dir), preset["image_size"], preset["context_length"], members) for s in shards]
     markers = []
     bar = tqdm(total=len(jobs), desc="cache", unit="shard", disable=not progress, leave=False, dynamic_ncols=True)
@@ -211,11 +248,29 @@ def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | N
             markers.append(decode_shard(*j))
             bar.update(1)
     bar.close()
-    _consolidate(root, shards, markers, preset)
+    _consolidate(root, shards, markers, preset, fingerprint)
     return PoolCache.open(root)
 
 
-def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dict) -> None:
+def _refuse_duplicate(pool: Pool, sorted_members: np.ndarray) -> None:
+    """Raise naming the first repeated uid and the metadata file that repeats it."""
+    from .pool import read_uids
+
+    same = (sorted_members["f0"][1:] == sorted_members["f0"][:-1]) & \
+        (sorted_members["f1"][1:] == sorted_members["f1"][:-1])
+    dup = sorted_members[1:][same][0]
+    seen, path = 0, None
+    for f in pool.metadata_files():
+        u = read_uids(f)
+        seen += int(((u["f0"] == dup["f0"]) & (u["f1"] == dup["f1"])).sum())
+        if seen > 1:
+            path = f
+            break
+    raise BadInputError(path or pool.metadata_dir, f"duplicate uid {U.uids_to_hex(sorted_members[1:][same][:1])[0]} "
+                                                   "in the pool metadata (each sample must appear once)")
+
+
+def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dict, fingerprint: str) -> None:
     """Join per-shard parts into uid-sorted memmaps; manifest.json last."""
     s, ctx = preset["image_size"], preset["context_length"]
     part_uids = []
@@ -258,7 +313,7 @@ def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dic
     with atomic_open(root / "shard.npy", "wb") as f:
         np.save(f, shard_of[order])
     write_json(root / "manifest.json", {
-        "format": CACHE_FORMAT, "rows": int(n), "image_size": s, "context_length": ctx, "shards": list(shards),
+        "format": CACHE_FORMAT, "pool_fingerprint": fingerprint, "rows": int(n), "image_size": s, "context_length": ctx, "shards": list(shards),
         "rows_per_shard": [m["rows"] for m in markers],
         "corrupt_members": int(sum(m["corrupt_members"] for m in markers)),
         "missing_shards": int(sum(m["missing_shards"] for m in markers)),

@@ -23,10 +23,12 @@ scores.rank{r}.npy and rank 0 merges them by uid. Single-process runs take the s
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from . import uids as U
-from .atomic import atomic_open, write_json
+from .atomic import atomic_open, remove_stale_temps, write_json
 from .errors import BadInputError
-from .pool import Pool
+from .pool import Pool, pool_fingerprint  # noqa: F401 - pool_fingerprint: re-exported
 
 FIELDS_BY_METHOD = {"crossfit", "cosine", "ckpt_avg"}
 
@@ -101,17 +103,6 @@ def resolve_pool(name_or_path: str) -> str:
     return path
 
 
-def pool_fingerprint(pool: Pool) -> str:
-    """Hash of the pool's metadata and shard file names and sizes (cheap: a listing, no data read)."""
-    import fsspec
-
-    h = hashlib.sha256()
-    for p in pool.metadata_files() + pool.shard_files():
-        fs, q = fsspec.core.url_to_fs(p)
-        h.update(f"{Path(p).name}:{fs.size(q)}\n".encode())
-    return h.hexdigest()[:16]
-
-
 # ------------------------------------------------------------------------------------------ distributed helpers
 def maybe_init_distributed() -> tuple[int, int]:
     """Initialise torch.distributed under torchrun (WORLD_SIZE > 1): nccl on GPU, gloo on CPU."""
@@ -120,7 +111,8 @@ def maybe_init_distributed() -> tuple[int, int]:
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        # rank 0 may build the pool cache (hours for a large pool) while the others wait in a barrier
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=12))
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     from .train import dist_info
@@ -163,15 +155,20 @@ class Loop:
         self.progress = progress
         self.device = device or default_device()
         self.rank, self.world = maybe_init_distributed()
-        self._check_workdir(cache_dir)
+        config_json = self._check_workdir()
         self.data = self._open_data(cache_dir, cache_workers)
         self.truth = self._load_truth()
+        if config_json is not None and self.rank == 0:  # only once the pool has opened: a refused run leaves none
+            remove_stale_temps(self.workdir / "config.json")
+            write_json(self.workdir / "config.json", config_json)
 
     # ---- setup
-    def _check_workdir(self, cache_dir) -> None:
+    def _check_workdir(self) -> dict | None:
+        """Refuse a workdir made under another configuration; returns the config.json to write when it has none."""
         self.pool.metadata_files()  # clear errors for a missing/empty pool before anything else
+        self.pool_fingerprint = pool_fingerprint(self.pool)
         cfg = {"pool": {"path": os.path.abspath(self.pool.root) if "://" not in self.pool.root else self.pool.root,
-                        "fingerprint": pool_fingerprint(self.pool)},
+                        "fingerprint": self.pool_fingerprint},
                "preset": self.preset,
                "loop": {k: v for k, v in asdict(self.config).items() if k != "preset"}}  # preset: by content
         fp = hashlib.sha256(json.dumps({"pool": cfg["pool"]["fingerprint"], "preset": self.preset,
@@ -186,16 +183,20 @@ class Loop:
                     diffs.insert(0, f"pool ({old.get('pool', {}).get('path')})")
                 raise BadInputError(path, f"workdir belongs to a different configuration (differs: "
                                           f"{', '.join(diffs) or 'fingerprint'}); use a new --workdir")
-        elif self.rank == 0:
-            write_json(path, cfg)
         self.fingerprint = fp
+        if path.exists():
+            return None
+        for k in range(self.finished_rounds()):  # config.json gone: the rounds left must still be this config's
+            self._finished(k)
+        return cfg
 
     def _open_data(self, cache_dir, cache_workers):
         from .cache import build_cache, cache_dir_for
         from .data import CachedPoolData
 
         if self.preset["cache"]:
-            root = Path(cache_dir) if cache_dir else cache_dir_for(self.pool.root, self.preset)
+            root = Path(cache_dir) if cache_dir else cache_dir_for(self.pool.root, self.preset,
+                                                                   fingerprint=self.pool_fingerprint)
             if self.rank == 0:  # one builder; shards decode in parallel worker processes
                 build_cache(self.pool, self.preset, root, workers=cache_workers, progress=self.progress)
             _barrier()
@@ -236,14 +237,39 @@ class Loop:
             k += 1
         return k
 
+    def _finished(self, k: int) -> dict | None:
+        """Round k's done.json, or None while unfinished; refused when another configuration made it."""
+        path = self.round_dir(k) / "done.json"
+        if not path.exists():
+            return None
+        try:
+            done = json.loads(path.read_text())
+        except ValueError as e:
+            raise BadInputError(path, f"unreadable ({e}); delete it to rerun the round") from None
+        if done.get("fingerprint") != self.fingerprint:
+            raise BadInputError(path, f"round made under a different configuration (fingerprint "
+                                      f"{done.get('fingerprint')}, this run {self.fingerprint}); use a new --workdir")
+        return done
+
     def run(self, rounds: int) -> list[dict]:
         out = []
         for k in range(rounds):
-            if (self.round_dir(k) / "done.json").exists():
-                out.append(json.loads((self.round_dir(k) / "done.json").read_text()))
-                continue
-            out.append(self.run_round(k))
+            done = self._finished(k)
+            out.append(done if done is not None else self.run_round(k))
         return out
+
+    def _remove_stale_temps(self, rdir: Path) -> None:
+        """Delete the temp files of this rank's writes that a killed earlier run left in a round folder (and, on
+        rank 0, beside the workdir's final_scores.npy). Files named *.rank<r>.* are rank r's; the rest rank 0's."""
+        import re
+
+        for p in rdir.glob(".tmp-*"):
+            m = re.search(r"\.rank(\d+)\.", p.name)
+            if (int(m.group(1)) if m else 0) == self.rank:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if self.rank == 0:
+            for name in ("final_scores.npy", "final_scores.npy.json"):
+                remove_stale_temps(self.workdir / name)
 
     def _mix_rows(self, k: int) -> np.ndarray:
         """Row indices (into data.uids) of round k's training mix; writes round_k/mix.npy."""
@@ -290,9 +316,13 @@ class Loop:
     def run_round(self, k: int | None = None) -> dict:
         k = self.finished_rounds() if k is None else k
         rdir = self.round_dir(k)
-        if (rdir / "done.json").exists():
-            return json.loads((rdir / "done.json").read_text())
+        done = self._finished(k)
+        if done is not None:
+            return done
+        if k > 0:
+            self._finished(k - 1)  # the mix comes from round k-1: it must be this configuration's
         rdir.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temps(rdir)
         cfg = self.config
         t_start = time.time()
         timings = {"train_s": 0.0, "score_s": 0.0, "select_s": 0.0, "report_s": 0.0}
@@ -347,11 +377,19 @@ class Loop:
             model, _ = create_model(preset, seed=derive_seed(cfg.seed, "model", k, f))
             ckpt = rdir / f"model_f{f}.pt"
             snap_path = rdir / f"snapshots_f{f}.rank{self.rank}.npy"
+            loaded = False
             if ckpt.exists() and (not cfg.snapshots or snap_path.exists()):
-                model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
-                if cfg.snapshots:
-                    snaps[f] = list(np.load(snap_path))
-            else:
+                try:
+                    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+                    if cfg.snapshots:
+                        snaps[f] = list(np.load(snap_path))
+                    loaded = True
+                except Exception as e:  # noqa: BLE001 - truncated/corrupt: retrain the fold (same seeds, same model)
+                    print(f"warning: {ckpt}: unreadable checkpoint ({type(e).__name__}); retraining fold {f}",
+                          file=sys.stderr)
+                    model, _ = create_model(preset, seed=derive_seed(cfg.seed, "model", k, f))
+                    snaps[f] = []
+            if not loaded:
                 snap_steps = sorted({max(1, min(steps, round(s * steps))) for s in cfg.snapshots} - {steps})
                 on_step = None
                 if snap_steps:

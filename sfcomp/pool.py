@@ -311,3 +311,15 @@ def _samples(url, grouped, keep_uid, decode, errors) -> Iterator[dict]:
             "json": meta,
             "shard": url,
         }
+
+
+def pool_fingerprint(pool: "Pool") -> str:
+    """Hash of the pool's metadata and shard file names and sizes (cheap: a listing, no data read)."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for p in pool.metadata_files() + pool.shard_files():
+        fs, q = _fs(p)
+        h.update(f"{Path(p).name}:{fs.size(q)}\n".encode())
+    return h.hexdigest()[:16]
