@@ -10,7 +10,9 @@ Layout of a cache folder (one per (image size, context length, pool)):
     uids.npy                  all rows, sorted by uid, each uid once (u8,u8)
     pixels.npy  tokens.npy    row-aligned with uids.npy; memory-mapped by readers
     shard.npy                 int32 index into manifest["shards"]: the shard each row came from
-    manifest.json             written last: shards, counts, skipped shards, errors (the completion marker)
+    pool.json                 the pool's fingerprint (names and sizes of its files), written before any part
+    manifest.json             written last: shards, counts, skipped shards, errors, pool fingerprint (the
+                              completion marker); a folder another pool made is refused, never reused
 
 Only samples whose uid is in the pool's metadata are decoded (membership filter on the json member, before the
 JPEG is decoded). Corrupt members and missing shards are skipped and counted, never fatal.
@@ -313,7 +315,8 @@ def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dic
     with atomic_open(root / "shard.npy", "wb") as f:
         np.save(f, shard_of[order])
     write_json(root / "manifest.json", {
-        "format": CACHE_FORMAT, "pool_fingerprint": fingerprint, "rows": int(n), "image_size": s, "context_length": ctx, "shards": list(shards),
+        "format": CACHE_FORMAT, "pool_fingerprint": fingerprint, "rows": int(n), "image_size": s,
+        "context_length": ctx, "shards": list(shards),
         "rows_per_shard": [m["rows"] for m in markers],
         "corrupt_members": int(sum(m["corrupt_members"] for m in markers)),
         "missing_shards": int(sum(m["missing_shards"] for m in markers)),

@@ -1,13 +1,17 @@
 """Self-filtering rounds: train on the mix, score every pool sample, select the next mix; resume; seeds.
 
 Workdir layout:
-    W/config.json            pool + preset + loop settings and their fingerprint (a workdir never mixes two)
+    W/config.json            pool + preset + loop settings and their fingerprint (a workdir never mixes two);
+                             written once the pool has opened, so a run refused for bad input leaves none
     W/round_{k:02d}/mix.npy  the uids round k trains on (round 0: the whole pool or a uniform sample)
                    model_f{f}.pt       fold f's trained model (state_dict), so a killed round resumes after it
-                   scores.npy (+.json) every pool sample's scores (sfcomp.scorefile format)
+                                       (an unreadable one is retrained: same seeds, same model)
+                   scores.npy (+.json) every readable pool sample's scores (sfcomp.scorefile format; streamed
+                                       presets leave out samples no model could read)
                    next_mix.npy (+.json) top-scored + random from the whole pool: round k+1's mix
                    report.json, report.png
-                   done.json           completion marker, written last
+                   done.json           completion marker, written last; holds the configuration fingerprint,
+                                       checked before the round is reused (even without config.json)
     W/final_scores.npy (+.json)        the last finished round's score file
 
 Scores of a round (fields of scores.npy):
@@ -125,6 +129,15 @@ def _barrier() -> None:
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def _all_gather(obj: Any) -> list:
+    """Every rank's `obj`, in rank order (a collective: all ranks must call it)."""
+    import torch.distributed as dist
+
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def default_device() -> str:
@@ -338,6 +351,10 @@ class Loop:
         else:
             img_emb_sample, counts = self._train_and_score(k, rdir, mix_rows, scores_path, timings)
 
+        unread = getattr(self.data, "unread", None)
+        if unread is not None and self.world > 1:  # the report counts what every rank could not read
+            for rows in _all_gather(np.flatnonzero(unread)):
+                unread[rows] = True
         result: dict = {}
         if self.rank == 0:
             result = self._select_and_report(k, rdir, scores_path, mix_rows, img_emb_sample, timings)
@@ -417,13 +434,26 @@ class Loop:
             timings["score_s"] += time.time() - t0
             scored_samples += len(score_rows)
             cos[:, f] = np.einsum("ij,ij->i", img, txt)
-            if f == 0:
-                take = np.random.default_rng(derive_seed(cfg.seed, "emb", k)).permutation(len(score_rows))[:20000]
-                img_emb_sample = (score_rows[np.sort(take)], img[np.sort(take)])
+            if f == 0:  # k-means sample for the drift report: the same pool rows whatever the world size
+                take = np.random.default_rng(derive_seed(cfg.seed, "emb", k)).permutation(len(self.data.uids))[:20000]
+                mine = np.isin(score_rows, take)
+                img_emb_sample = (score_rows[mine], img[mine])
             del model
             _barrier()
 
         fields = self._combine(k, score_rows, mix_rows, fold_of_mix, cos, snaps)
+        unread = getattr(self.data, "unread", None)  # streamed data: samples no model could read are skipped
+        if unread is not None and unread[score_rows].any():
+            keep = ~unread[score_rows]
+            fields = {name: v[keep] for name, v in fields.items()}
+            score_rows = score_rows[keep]
+            sel = ~unread[img_emb_sample[0]]
+            img_emb_sample = (img_emb_sample[0][sel], img_emb_sample[1][sel])
+        if self.world > 1:  # every rank's part of the sample, in row order
+            parts = _all_gather(img_emb_sample)
+            rows = np.concatenate([p[0] for p in parts])
+            order = np.argsort(rows, kind="stable")
+            img_emb_sample = (rows[order], np.concatenate([p[1] for p in parts])[order])
         t0 = time.time()
         if self.rank == 0:  # before the score file, whose presence marks training + scoring as done
             with atomic_open(rdir / "emb_sample.npz", "wb") as fh:
@@ -493,10 +523,14 @@ class Loop:
 
         t0 = time.time()
         fields = {name: np.asarray(arr[name]) for name in arr.dtype.names[2:]}
+        truth = self.truth
+        if truth is not None and len(uids) != len(self.data.uids):  # rows skipped as unreadable (both uid-sorted)
+            present = U.isin_sorted(self.data.uids, uids)
+            truth = {c: v[present] for c, v in truth.items()}
         report = write_round_report(
             rdir, k, uids, fields, cfg.score, mix_uids=self.data.uids[mix_rows], next_mix=mix,
             img_emb_sample=(self.data.uids[img_emb_sample[0]], img_emb_sample[1]) if img_emb_sample else None,
-            truth=self.truth, top_frac=cfg.top_frac, kmeans_k=cfg.kmeans_k, seed=derive_seed(cfg.seed, "kmeans", k),
+            truth=truth, top_frac=cfg.top_frac, kmeans_k=cfg.kmeans_k, seed=derive_seed(cfg.seed, "kmeans", k),
             errors=self.data.errors, timings=timings)
         _copy_scores(scores_path, self.workdir / "final_scores.npy")
         timings["report_s"] = time.time() - t0

@@ -93,7 +93,7 @@ class Pool:
 
     def metadata_uids(self) -> np.ndarray:
         """Every metadata uid as `u8,u8`, in file-then-row order (not sorted)."""
-        return U.concat(read_uids(p) for p in self.metadata_files())
+        return U.concat(_parallel_map(read_uids, self.metadata_files()))
 
     # ---- shards ---------------------------------------------------------------------------------
     def shard_files(self) -> list[str]:
@@ -123,16 +123,16 @@ class Pool:
         Read from each shard's img2dataset parquet (rows with status "success"), which is fast; a shard
         without one is scanned tar member by member.
         """
-        parts = []
-        for tar in self.shard_files():
+        errors = errors if errors is not None else ShardErrors()
+
+        def shard_uids(tar: str) -> np.ndarray:
             table_path = tar[: -len(".tar")] + ".parquet"
             fs, p = _fs(table_path)
             if fs.exists(p):
-                parts.append(_success_uids(table_path))
-            else:
-                parts.append(U.concat(
-                    U.hex_to_uids([s["uid"]], tar) for s in iter_tar_json(tar, errors or ShardErrors())
-                ))
+                return _success_uids(table_path)
+            return U.concat(U.hex_to_uids([s["uid"]], tar) for s in iter_tar_json(tar, errors))
+
+        parts = _parallel_map(shard_uids, self.shard_files())
         return U.concat(parts)
 
     def iter_samples(
@@ -151,6 +151,19 @@ class Pool:
 
 
 # ---- module-level readers (usable without a Pool) ----------------------------------------------------
+def _parallel_map(func: Callable, items: Sequence, max_workers: int | None = None) -> list:
+    """`[func(x) for x in items]` on a thread pool: pyarrow's parquet reads release the GIL, and remote (fsspec)
+    reads overlap their latency. Order is kept; the first error is raised as is."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    workers = max_workers or min(8, (os.cpu_count() or 1) * 2)
+    if len(items) < 2 or workers < 2:
+        return [func(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(func, items))
+
+
 def list_metadata(metadata_dir: str | os.PathLike) -> list[str]:
     """Sorted parquet files of a metadata folder; a clear error when the folder is missing or empty."""
     metadata_dir = str(metadata_dir)

@@ -42,7 +42,6 @@ class _ShardDataset:
                 info = torch.utils.data.get_worker_info()
                 wid, nw = (info.id, info.num_workers) if info else (0, 1)
                 rng = np.random.default_rng([seed, wid])
-                epoch = 0
                 while True:
                     order = list(shards)
                     if cycle:
@@ -52,9 +51,11 @@ class _ShardDataset:
                     stream = _sample_stream(mine, members, preset["image_size"], preset["context_length"], errors)
                     if shuffle_buffer > 1:
                         stream = _shuffled(stream, shuffle_buffer, rng)
-                    yield from stream
-                    epoch += 1
-                    if not cycle:
+                    n = 0
+                    for x in stream:
+                        n += 1
+                        yield x
+                    if not cycle or n == 0:  # n == 0: every shard of this worker is gone; cycling would spin
                         return
 
         return DS()
@@ -96,7 +97,23 @@ class StreamedPoolData:
         order = np.lexsort((all_uids["f1"], all_uids["f0"]))
         self.uids = all_uids[order]
         self.shard = shard[order]
-        self.errors = {"corrupt_members": 0, "missing_shards": 0}
+        # rows some embed() call could not read (shard gone, member corrupt): left out of the score file, and
+        # counted once each in `errors` however many models scored them
+        self.unread = np.zeros(len(self.uids), bool)
+
+    @property
+    def errors(self) -> dict:
+        """Shard errors seen while scoring: shards that were gone, and unreadable samples of the others."""
+        from .pool import _fs
+
+        rows = np.flatnonzero(self.unread)
+        gone = set()
+        for i in np.unique(self.shard[rows]).tolist():
+            fs, p = _fs(self.shards[i])
+            if not fs.exists(p):
+                gone.add(i)
+        in_gone = np.isin(self.shard[rows], sorted(gone))
+        return {"corrupt_members": int((~in_gone).sum()), "missing_shards": len(gone)}
 
     def rows_of_shards(self, names) -> np.ndarray:
         from pathlib import Path
@@ -121,11 +138,24 @@ class StreamedPoolData:
         batch = max(1, min(preset["batch_size"], len(rows)) // world)
         loader = self._loader(mine, seed + rank, cycle=True, batch=batch, shuffle_buffer=4 * batch)
         batches = ((px, tok) for px, tok, _ in loader if len(px) == batch)
-        return train_loop(model, batches, preset, steps, device, progress, on_step, desc)
+        try:
+            return train_loop(model, batches, preset, steps, device, progress, on_step, desc)
+        except RuntimeError as e:
+            if "ran out" not in str(e):
+                raise
+            from .errors import BadInputError
+            from .pool import _fs
+
+            used = [self.shards[i] for i in np.unique(self.shard[mine])]
+            gone = [sh for sh in used if not _fs(sh)[0].exists(_fs(sh)[1])]
+            if gone:
+                raise BadInputError(gone[0], f"training shard disappeared during the run ({e}); restore it, or "
+                                             "leave it out of --train-shards") from None
+            raise
 
     def embed(self, model, rows: np.ndarray, preset: dict, device="cpu", progress: bool = True):
-        """Embeddings of `rows` (sorted), row-aligned; a sample that cannot be read gets a zero embedding
-        (cosine 0) and is counted in `errors`."""
+        """Embeddings of `rows` (sorted), row-aligned; a sample that cannot be read gets a zero embedding and is
+        marked in `unread` (the loop leaves it out of the score file) and counted in `errors`."""
         from tqdm.auto import tqdm
 
         from .score import embed_batches
@@ -148,5 +178,9 @@ class StreamedPoolData:
             ok = (want["f0"][pos] == u["f0"]) & (want["f1"][pos] == u["f1"])
             out_i[pos[ok]] = np.concatenate(imgs)[ok]
             out_t[pos[ok]] = np.concatenate(txts)[ok]
-            self.errors["corrupt_members"] += int(len(rows) - ok.sum())
+            read = np.zeros(len(rows), bool)
+            read[pos[ok]] = True
+            self.unread[rows[~read]] = True
+        else:
+            self.unread[rows] = True
         return out_i, out_t

@@ -169,8 +169,11 @@ def count_duplicates(sorted_uids: np.ndarray) -> int:
 def unique_sorted(sorted_uids: np.ndarray) -> np.ndarray:
     if len(sorted_uids) < 2:
         return sorted_uids
+    dup = _eq(sorted_uids[:-1], sorted_uids[1:])
+    if not dup.any():
+        return sorted_uids  # the common case: no copy
     keep = np.ones(len(sorted_uids), dtype=bool)
-    keep[1:] = ~_eq(sorted_uids[:-1], sorted_uids[1:])
+    keep[1:] = ~dup
     return sorted_uids[keep]
 
 

@@ -86,8 +86,6 @@ def test_round_on_a_truncated_parquet(base, tmp_path):
     assert H.all_files(tmp_path / "cache") == []
 
 
-@pytest.mark.xfail(strict=True, reason="duplicate uids in pool metadata are accepted silently: sfcomp/cache.py "
-                                       "build_cache sorts pool.metadata_uids() but never checks it for repeats")
 def test_round_on_metadata_with_a_duplicate_uid(base, tmp_path):
     pool = _copy_pool(base, tmp_path)
     first, second = _parquets(pool)
@@ -99,10 +97,6 @@ def test_round_on_metadata_with_a_duplicate_uid(base, tmp_path):
     H.assert_one_line_error(r, None, "duplicate uid", dup)
 
 
-@pytest.mark.xfail(strict=True, reason="sfcomp/loop.py Loop._check_workdir writes WORKDIR/config.json (with the "
-                                       "pool's fingerprint) before the pool is read, so a refused run leaves it; "
-                                       "once the pool is repaired the workdir is refused as 'a different "
-                                       "configuration'")
 def test_refused_round_leaves_no_workdir_behind(base, tmp_path):
     pool = _copy_pool(base, tmp_path)
     bad = _parquets(pool)[1]
@@ -178,10 +172,6 @@ def test_round_whose_model_diverges_refuses_nan_scores(base, tmp_path):
     assert H.stray_files(work) == []
 
 
-@pytest.mark.xfail(strict=True, reason="sfcomp/cache.py cache_dir_for: under $SFCOMP_CACHE_DIR the cache folder "
-                                       "is keyed by image size and context length only, not by pool, and "
-                                       "build_cache reuses any folder with a manifest.json: a second pool is "
-                                       "silently trained and scored on the first pool's samples")
 def test_one_cache_root_for_two_pools_never_mixes_them(base, tmp_path):
     other = H.make_pool(tmp_path / "other", n=90, seed=9, samples_per_shard=45)
     env = {"SFCOMP_CACHE_DIR": str(tmp_path / "caches")}
@@ -237,9 +227,6 @@ def test_workdir_of_another_configuration_is_refused(base, finished, tmp_path, c
     assert _snapshot(finished) == before, "a refused run changed the workdir"
 
 
-@pytest.mark.xfail(strict=True, reason="sfcomp/loop.py trusts any round_KK/done.json: with config.json gone, a "
-                                       "run under another configuration writes a new config.json and reuses "
-                                       "rounds made by the old one (done.json records their fingerprint, unchecked)")
 def test_rounds_of_another_configuration_are_refused_without_config_json(base, finished, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(finished, work)
@@ -346,3 +333,19 @@ def test_reshard_refuses_a_bad_subset(base, uids, tmp_path, case, problem):
     out = tmp_path / "resharded"
     H.assert_one_line_error(H.cli("reshard", "-i", base["pool"], "-s", path, "-o", out), path, problem)
     _no_files(out)
+
+
+def test_cache_dir_made_by_another_pool_is_refused(base, tmp_path):
+    from sfcomp.cache import build_cache
+    from sfcomp.errors import BadInputError
+    from sfcomp.model import load_preset
+
+    other = H.make_pool(tmp_path / "other", n=90, seed=9, samples_per_shard=45)
+    preset = load_preset(str(base["preset"]))
+    build_cache(str(base["pool"]), preset, tmp_path / "c", progress=False)
+    with pytest.raises(BadInputError, match="cache was built from another pool") as e:
+        build_cache(str(other), preset, tmp_path / "c", progress=False)
+    assert str(tmp_path / "c" / "manifest.json") in str(e.value)
+    (tmp_path / "c" / "manifest.json").unlink()  # an unfinished cache of pool A: refused by its pool.json
+    with pytest.raises(BadInputError, match="cache was built from another pool"):
+        build_cache(str(other), preset, tmp_path / "c", progress=False)

@@ -116,10 +116,6 @@ def test_merge_is_exact_and_ranks_score_whole_shards(runs):
             assert shards and all(s % 2 == r for s in shards), (r, shards)
 
 
-@pytest.mark.xfail(strict=True, reason="sfcomp/loop.py: under torchrun the k-means sample of image embeddings "
-                                       "for the composition-drift report comes from rank 0's shards only "
-                                       "(img_emb_sample is never gathered), so cluster_coverage depends on the "
-                                       "world size")
 def test_drift_report_does_not_depend_on_world_size(runs):
     for k in range(ROUNDS):
         a = json.loads((runs["w1"] / f"round_{k:02d}" / "report.json").read_text())["cluster_drift"]

@@ -96,10 +96,6 @@ def test_kill_then_rerun_is_byte_identical(ref, tmp_path, name):
             assert (cache / f).read_bytes() == (ref["cache"] / f).read_bytes(), f
 
 
-@pytest.mark.xfail(strict=True, reason="sfcomp/loop.py run_round: a truncated round_KK/model_fF.pt (disk "
-                                       "corruption, a bad copy) reaches torch.load unguarded: a 40-line "
-                                       "RuntimeError traceback and exit 1, instead of retraining that fold or one "
-                                       "line naming the file")
 def test_corrupt_checkpoint_is_retrained_or_named(ref, tmp_path):
     work = tmp_path / "w"
     (work / "round_00").mkdir(parents=True)
@@ -130,11 +126,6 @@ def test_external_kill(ref, tmp_path):
     _assert_same_as_reference(ref, work, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="a write killed between its temp file and the rename leaves "
-                                       "round_00/.tmp-model_f0.pt.XXXXXXXX (a whole checkpoint) for good: "
-                                       "only export/streaming selection clean them up; "
-                                       "loop.py/cache.py should call sfcomp.atomic.remove_stale_temps on what "
-                                       "they write, as export.py does")
 def test_killed_write_leaves_no_temp_file_after_rerun(ref, tmp_path):
     work = tmp_path / "w"
     cmd = H.loop_cmd("run", ref["pool"], work, ref["preset"], ref["cache"], "--rounds", "1")
@@ -160,15 +151,7 @@ def _samples_in(tar_path: Path) -> int:
         return sum(1 for m in tf.getmembers() if m.name.endswith(".json"))
 
 
-STREAMED_GAPS = ("sfcomp/stream.py (streamed presets, cache: false): a shard deleted mid-run is not counted as "
-                 "missing (each DataLoader worker's ShardErrors is dropped; report says missing_shards 0) and its "
-                 "unread samples stay in the score file with a made-up cosine 0 instead of being skipped "
-                 "(corrupt_members is also counted once per model: 182 for 91 samples)")
-
-
-@pytest.mark.parametrize("streamed", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True,
-                                                                                         reason=STREAMED_GAPS))],
-                         ids=["cached", "streamed"])
+@pytest.mark.parametrize("streamed", [False, True], ids=["cached", "streamed"])
 def test_shard_lost_and_shard_corrupt_mid_run_are_counted_not_fatal(ref, tmp_path, streamed):
     """Shard 1 ends inside a member; shard 2 is deleted after the run listed the shards (cached preset: just
     before the cache decodes it; streamed preset: after training, before scoring). The round finishes;
@@ -201,3 +184,25 @@ def test_shard_lost_and_shard_corrupt_mid_run_are_counted_not_fatal(ref, tmp_pat
     # all of shard 0, all but the cut sample of shard 1, nothing of shard 2
     assert len(scores) == intact + in_corrupt - 1
     assert (work / "round_00" / "done.json").exists()
+
+
+def test_streamed_training_whose_shards_are_gone_is_refused_not_endless(ref, tmp_path):
+    """A --train-shards shard deleted mid-run: streamed training used to cycle over nothing for ever."""
+    import torch
+
+    from sfcomp.errors import BadInputError
+    from sfcomp.model import create_model, load_preset
+    from sfcomp.pool import Pool
+    from sfcomp.stream import StreamedPoolData
+
+    torch.set_num_threads(1)
+    pool = tmp_path / "pool"
+    shutil.copytree(ref["pool"], pool)
+    preset = load_preset({**H.MICRO_PRESET, "cache": False})
+    data = StreamedPoolData(Pool(str(pool)), preset)
+    rows = data.rows_of_shards([Path(data.shards[0]).stem])
+    assert len(rows) > 0
+    Path(data.shards[0]).unlink()
+    model, _ = create_model(preset, seed=0)
+    with pytest.raises(BadInputError, match="training shard disappeared"):
+        data.train(model, rows, preset, 3, seed=0, progress=False)
