@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SFCOMP_BIN = ROOT / ".venv" / "bin" / "sfcomp"
@@ -280,3 +281,10 @@ def write_score_file(path: Path, uids: np.ndarray, scores: np.ndarray, field: st
     arr["f0"], arr["f1"], arr[field] = uids["f0"], uids["f1"], scores
     np.save(path, arr)
     return path
+
+
+# Module-level mark for the tests that build pools from Fashion-MNIST (Debian package dataset-fashion-mnist).
+requires_fashion_mnist = pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists()
+    and "SFCOMP_FASHION_MNIST_DIR" not in os.environ,
+    reason="Fashion-MNIST (Debian package dataset-fashion-mnist) is not installed")

@@ -22,9 +22,7 @@ import pytest
 import _e_harness as H
 from sfcomp import uids as U
 
-pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists()
-                                and "SFCOMP_FASHION_MNIST_DIR" not in os.environ,
-                                reason="Fashion-MNIST (Debian package dataset-fashion-mnist) is not installed")
+pytestmark = H.requires_fashion_mnist
 
 
 @pytest.fixture(scope="module")
