@@ -7,13 +7,16 @@ DEMO_POOL ?= data/demo
 DEMO_WORK ?= work/demo
 DEMO_SIZE ?= 60000
 ROUNDS ?= 3
-STEPS ?= 120
+STEPS ?= 100
 POOL ?= $(DEMO_POOL)
 EVAL ?= $(DEMO_POOL)/eval
+# the sweep that sets `sfcomp run`'s defaults: two 20k pools with other noise mixes than the demo pool's
+SWEEP_DIR ?= data/sweep
+SWEEP_POOLS ?= $(SWEEP_DIR)/misaligned60 $(SWEEP_DIR)/memorizable50
 APT_PACKAGES ?= dataset-fashion-mnist wordnet-base
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test bench bench-formats clean
+.PHONY: install demo test bench sweep bench-formats clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +46,13 @@ test: install
 
 bench: install
 	$(PY) bench/run_all.py --pool $(POOL) --eval $(EVAL)
+
+sweep: install
+	@test -f $(SWEEP_DIR)/misaligned60/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/misaligned60 --size 20000 \
+	  --noise 0.6 --noise-mix misaligned --seed 1 --direct
+	@test -f $(SWEEP_DIR)/memorizable50/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/memorizable50 --size 20000 \
+	  --noise 0.5 --noise-mix memorizable --seed 2 --direct
+	$(PY) bench/sweep_mix.py $(foreach p,$(SWEEP_POOLS),--pool $(p))
 
 bench-formats: install
 	$(PY) bench/bench_uids.py

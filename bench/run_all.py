@@ -1,6 +1,6 @@
 """`make bench`: self-filtering against DataComp's baselines and the oracle, at equal samples seen.
 
-    python bench/run_all.py --pool POOL --eval EVAL [--out bench/out] [--seeds 0,1,2] [--dry-run]
+    python bench/run_all.py --pool POOL --eval EVAL [--out bench/out/bench] [--seeds 0,1,2] [--jobs 2] [--dry-run]
 
 Arms (each a subset of POOL, trained with `sfcomp train-eval` at the same scale and samples seen, one run per
 seed; a method whose input the pool lacks is skipped with a note, never a crash):
@@ -8,12 +8,16 @@ seed; a method whose input the pool lacks is skipped with a note, never a crash)
     random_30            `sfcomp baseline random --fraction F --seed S` (a new draw per seed)
     clip_l14_30          reference CLIP score, `sfcomp baseline clip_score --arch l14 --fraction F`
     clip_b32_30          the same with the B/32 score (needs clip_b32_similarity_score)
-    basic_filter         DataComp's basic filter, if it runs offline here (fastText model present)
-    sf_<mix>_r<k>        self-filtering: `sfcomp run` with mix <top>+<random> for R rounds, then
-                         `sfcomp export-subset --scores round_{k-1}/scores.npy --top-frac F`, k = 1..R
+    laion2b              more `sfcomp baseline` names (--extra-baselines), if they run offline here
+    sf_r1                self-filtering after 1 round: the top F of round 0's scores (round 0 trains on the whole
+                         pool, so it is one run shared by every mix: `sfcomp run --round0-from`)
+    sf_<mix>_r<k>        after k rounds of `sfcomp run` with mix <top>+<random>: `sfcomp export-subset --scores
+                         round_{k-1}/scores.npy --top-frac F`, k = 2..R
     oracle_clean         every uid truth.parquet marks clean (needs truth.parquet)
-Everything is resumable: finished subsets, loop rounds and runs are skipped. Results: OUT/results.md,
-OUT/results.png, OUT/bench.json (command, date, machine, timings, skipped arms).
+`--jobs` processes at once (torch `--threads` each), loop rounds first since every self-filtering arm waits on
+them. Everything is resumable: finished subsets, loop rounds and runs are skipped. Results: OUT/results.md (the
+table, then each method against no filter, random, reference CLIP score and the oracle), OUT/results.png,
+OUT/bench.json (command, date, machine, timings, skipped arms).
 """
 from __future__ import annotations
 
@@ -22,7 +26,10 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
+import queue
+import itertools
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -78,6 +85,50 @@ def oracle_subset(pool: Path, out: Path) -> int:
     return len(U.write_subset(out, np.asarray(keep)))
 
 
+class Scheduler:
+    """`workers` threads running queued tasks lowest priority number first (FIFO within one); tasks may queue
+    more tasks. `wait()` returns when all are done and re-raises the first error."""
+
+    def __init__(self, workers: int):
+        self.q: queue.PriorityQueue = queue.PriorityQueue()
+        self.seq = itertools.count()
+        self.pending = 0
+        self.cv = threading.Condition()
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, priority: int, fn, *args) -> None:
+        with self.cv:
+            self.pending += 1
+        self.q.put((priority, next(self.seq), fn, args))
+
+    def _work(self) -> None:
+        while True:
+            _, _, fn, args = self.q.get()
+            if fn is None:
+                return
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001 - reported by wait()
+                with self.cv:
+                    self.errors.append(e)
+            with self.cv:
+                self.pending -= 1
+                self.cv.notify_all()
+
+    def wait(self) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.pending == 0 or self.errors)
+            if self.errors:
+                raise self.errors[0]
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.q.put((float("inf"), next(self.seq), None, ()))
+
+
 class Bench:
     def __init__(self, a: argparse.Namespace):
         self.a = a
@@ -87,6 +138,11 @@ class Bench:
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
         self.arms: list[tuple[str, dict[int, Path]]] = []  # (method, {seed: subset})
+        self.order: list[str] = []  # table order: baselines, self-filtering, oracle
+        self.loops: list[tuple[str, list[str], list[tuple[str, Path]]]] = []
+        self.executor: Scheduler | None = None
+        self.lock = threading.Lock()
+        self.data_locks: dict[Path, threading.Lock] = {}
         self.log_file = self.out / "bench.log"
 
     def log(self, msg: str) -> None:
@@ -104,7 +160,8 @@ class Bench:
     def timed(self, key: str, fn):
         t0 = time.time()
         r = fn()
-        self.timings[key] = round(self.timings.get(key, 0.0) + time.time() - t0, 1)
+        with self.lock:
+            self.timings[key] = round(self.timings.get(key, 0.0) + time.time() - t0, 1)
         return r
 
     # ---- subsets -------------------------------------------------------------------------------------
@@ -129,13 +186,17 @@ class Bench:
         return path
 
     def self_filtering(self) -> None:
+        """Loop runs (one per score type x mix, all sharing the first run's round 0) and the exported subsets
+        after 1..R rounds. Round 0 does not depend on the mix, so `sf_r1` is one arm for every mix."""
         for why in filter(None, (command_available("run"), command_available("export-subset"))):
             self.skip("self-filtering", why)
             return
         score_types = [x.strip() for x in self.a.score_types.split(",") if x.strip()]
+        base: Path | None = None
         for score, mix in ((sc, m) for sc in score_types for m in self.a.mixes.split(",")):
             top, rnd = (float(x) for x in mix.split(":"))
-            tag = f"sf_t{int(round(top * 100))}r{int(round(rnd * 100))}" + (f"_{score}" if len(score_types) > 1 else "")
+            suffix = f"_{score}" if len(score_types) > 1 else ""
+            tag = f"sf_t{int(round(top * 100))}r{int(round(rnd * 100))}" + suffix
             work = self.out / "loop" / tag
             args = ["run", "--pool", str(self.pool), "--workdir", str(work), "--rounds", str(self.a.rounds),
                     "--top-frac", str(top), "--random-frac", str(rnd), "--seed", str(self.a.loop_seed), "--quiet",
@@ -144,36 +205,49 @@ class Bench:
                 args += ["--steps", str(self.a.loop_steps)]
             if self.a.threads:
                 args += ["--threads", str(self.a.threads)]
-            if self.a.dry_run:
-                self.log("would run: sfcomp " + " ".join(args))
-            else:
-                r = self.timed(f"loop {tag}", lambda: sfcomp(*args, log=self.log))
-                if r.returncode != 0:
-                    self.skip(tag, (r.stderr.strip().splitlines() or ["sfcomp run failed"])[-1])
-                    continue
+            if base is not None:
+                args += ["--round0-from", str(base)]
+            arms = []
             for k in range(1, self.a.rounds + 1):
-                arm = f"{tag}_r{k}"
-                path = self.subsets / f"{arm}.npy"
-                scores = work / f"round_{k - 1:02d}" / "scores.npy"
-                if not path.exists() and not self.a.dry_run:
-                    r = self.timed(f"subset {arm}", lambda: sfcomp(
-                        "export-subset", "--scores", str(scores), "--top-frac", str(self.a.fraction),
-                        "--random-frac", "0", "-o", str(path), log=self.log))
-                    if r.returncode != 0:
-                        self.skip(arm, (r.stderr.strip().splitlines() or ["export failed"])[-1])
-                        continue
-                self.arms.append((arm, {s: path for s in self.seeds}))
+                if k == 1 and base is not None and not suffix:
+                    continue  # round 0's scores are shared: the same subset as the first mix's sf_r1
+                arms.append((f"sf{suffix}_r1" if k == 1 else f"{tag}_r{k}", work / f"round_{k - 1:02d}" / "scores.npy"))
+            self.loops.append((tag, args, arms))
+            if base is None:
+                base = work
+            for arm, _ in arms:
+                self.order.append(arm)
+
+    def run_loop(self, tag: str, args: list[str], arms: list[tuple[str, Path]]) -> None:
+        """One `sfcomp run`, then each round's export; queues the arms' train-evals."""
+        if self.a.dry_run:
+            self.log("would run: sfcomp " + " ".join(args))
+        else:
+            r = self.timed(f"loop {tag}", lambda: sfcomp(*args, log=self.log))
+            if r.returncode != 0:
+                self.skip(tag, (r.stderr.strip().splitlines() or ["sfcomp run failed"])[-1])
+                return
+        for arm, scores in arms:
+            path = self.subsets / f"{arm}.npy"
+            if not path.exists() and not self.a.dry_run:
+                r = self.timed(f"subset {arm}", lambda: sfcomp(
+                    "export-subset", "--scores", str(scores), "--top-frac", str(self.a.fraction),
+                    "--random-frac", "0", "-o", str(path), log=self.log))
+                if r.returncode != 0:
+                    self.skip(arm, (r.stderr.strip().splitlines() or ["export failed"])[-1])
+                    continue
+            self.add_arm(arm, {s: path for s in self.seeds})
 
     def build_subsets(self) -> None:
         cols = pool_columns(self.pool)
         pct = int(round(self.a.fraction * 100))
         p = self.baseline("no_filter", "no_filter")
         if p:
-            self.arms.append(("no_filter", {s: p for s in self.seeds}))
+            self.add_arm("no_filter", {s: p for s in self.seeds})
         rand = {s: self.baseline(f"random_{pct}", "random", "--fraction", str(self.a.fraction), seed=s)
                 for s in self.seeds}
         if all(rand.values()):
-            self.arms.append((f"random_{pct}", rand))
+            self.add_arm(f"random_{pct}", rand)
         for arch in ("l14", "b32"):
             col = f"clip_{arch}_similarity_score"
             if col not in cols:
@@ -181,12 +255,12 @@ class Bench:
                 continue
             p = self.baseline(f"clip_{arch}_{pct}", "clip_score", "--arch", arch, "--fraction", str(self.a.fraction))
             if p:
-                self.arms.append((f"clip_{arch}_{pct}", {s: p for s in self.seeds}))
+                self.add_arm(f"clip_{arch}_{pct}", {s: p for s in self.seeds})
         for name in self.a.extra_baselines.split(","):
             if name.strip():
                 p = self.baseline(name.strip(), name.strip())
                 if p:
-                    self.arms.append((name.strip(), {s: p for s in self.seeds}))
+                    self.add_arm(name.strip(), {s: p for s in self.seeds})
         self.self_filtering()
         if (self.pool / "truth.parquet").exists():
             path = self.subsets / "oracle_clean.npy"
@@ -194,34 +268,79 @@ class Bench:
                 self.subsets.mkdir(parents=True, exist_ok=True)
                 n = oracle_subset(self.pool, path)
                 self.log(f"oracle_clean: {n} clean uids from truth.parquet")
-            self.arms.append(("oracle_clean", {s: path for s in self.seeds}))
+            self.add_arm("oracle_clean", {s: path for s in self.seeds})
         else:
             self.skip("oracle_clean", "pool has no truth.parquet")
 
     # ---- training + evaluation ---------------------------------------------------------------------------
-    def run_arms(self) -> None:
-        if self.a.only:
-            keep = [x.strip() for x in self.a.only.split(",") if x.strip()]
-            self.arms = [(a, b) for a, b in self.arms if any(a.startswith(k) for k in keep)]
-        # seed-major: a bench stopped early still has every arm at the same number of seeds
-        for arm, s, subset in ((arm, s, by_seed[s]) for s in self.seeds for arm, by_seed in self.arms):
-            run_dir = self.out / "runs" / arm / f"seed{s}"
-            data_dir = self.out / "data" / (subset.stem)
-            args = ["train-eval", "--subset", str(subset), "--pool", str(self.pool), "--eval", str(self.eval),
-                    "--out", str(run_dir), "--method", arm, "--seed", str(s), "--scale", self.a.scale,
-                    "--reshard-dir", str(data_dir), "--eval-cache", str(self.out / "eval_cache")]
-            if self.a.samples_seen:
-                args += ["--samples-seen", str(self.a.samples_seen)]
-            if self.a.threads:
-                args += ["--threads", str(self.a.threads)]
-            if self.a.dry_run:
-                self.log("would run: sfcomp " + " ".join(args))
-                continue
-            if (run_dir / "run.json").exists():
-                continue
+    def add_arm(self, arm: str, by_seed: dict[int, Path]) -> None:
+        """Record an arm; once the runs have started (a loop finished), queue its train-evals at once."""
+        self.arms.append((arm, by_seed))
+        if arm not in self.order:
+            self.order.append(arm)
+        if self.executor is not None:
+            for s in self.seeds:
+                self.submit(arm, s, by_seed[s])
+
+    def wanted(self, arm: str) -> bool:
+        keep = [x.strip() for x in (self.a.only or "").split(",") if x.strip()]
+        return not keep or any(arm.startswith(k) for k in keep)
+
+    def submit(self, arm: str, seed: int, subset: Path) -> None:
+        if self.wanted(arm):
+            self.executor.submit(1 if arm.startswith("sf") else 2, self.train_eval, arm, seed, subset)
+
+    def train_eval(self, arm: str, s: int, subset: Path) -> None:
+        run_dir = self.out / "runs" / arm / f"seed{s}"
+        data_dir = self.out / "data" / (subset.stem)
+        args = ["train-eval", "--subset", str(subset), "--pool", str(self.pool), "--eval", str(self.eval),
+                "--out", str(run_dir), "--method", arm, "--seed", str(s), "--scale", self.a.scale,
+                "--reshard-dir", str(data_dir), "--eval-cache", str(self.out / "eval_cache")]
+        if self.a.samples_seen:
+            args += ["--samples-seen", str(self.a.samples_seen)]
+        if self.a.threads:
+            args += ["--threads", str(self.a.threads)]
+        if self.a.dry_run:
+            self.log("would run: sfcomp " + " ".join(args))
+            return
+        if (run_dir / "run.json").exists():
+            return
+        with self.lock:
+            data_lock = self.data_locks.setdefault(data_dir, threading.Lock())
+        # two seeds of one subset share its resharded folder: the first run writes it, the others wait
+        first = data_lock.acquire() and not (data_dir / "meta.json").exists()
+        if not first:
+            data_lock.release()
+        try:
             r = self.timed(f"train-eval {arm}", lambda: sfcomp(*args, log=self.log))
-            if r.returncode != 0:
-                self.skip(f"{arm} seed {s}", (r.stderr.strip().splitlines() or ["train-eval failed"])[-1])
+        finally:
+            if first:
+                data_lock.release()
+        if r.returncode != 0:
+            self.skip(f"{arm} seed {s}", (r.stderr.strip().splitlines() or ["train-eval failed"])[-1])
+
+    def execute(self) -> None:
+        """`--jobs` processes at once, by priority: loop runs (the critical path: round 0, then every mix's
+        later rounds in parallel, sharing it), then self-filtering arms (queued as each loop finishes), then the
+        other arms seed-major (a bench stopped early has every baseline at the same number of seeds)."""
+        self.executor = Scheduler(1 if self.a.dry_run else self.a.jobs)
+        try:
+            if self.loops:
+                self.executor.submit(0, self.start_loops)
+            for s in self.seeds:
+                for arm, by_seed in list(self.arms):
+                    self.submit(arm, s, by_seed[s])
+            self.executor.wait()
+        finally:
+            self.executor.close()
+
+    def start_loops(self) -> None:
+        tag, args, arms = self.loops[0]
+        if len(self.loops) > 1 and not self.a.dry_run:  # round 0 first: the other mixes adopt it
+            i = args.index("--rounds")
+            self.timed(f"loop {tag}", lambda: sfcomp(*args[:i + 1], "1", *args[i + 2:], log=self.log))
+        for tag, args, arms in self.loops:
+            self.executor.submit(0, self.run_loop, tag, args, arms)
 
     def run(self) -> int:
         t0 = time.time()
@@ -236,7 +355,8 @@ class Bench:
         self.log(f"bench: pool {self.pool}, eval {self.eval}, seeds {self.seeds}, scale {self.a.scale}, "
                  f"samples seen {self.a.samples_seen or 'scale default'}")
         self.build_subsets()
-        self.run_arms()
+        self.execute()
+        self.arms.sort(key=lambda arm: self.order.index(arm[0]))
         if self.a.dry_run:
             self.log(f"{len(self.arms)} arms x {len(self.seeds)} seeds planned; notes: {self.notes}")
             return 0
@@ -252,7 +372,7 @@ class Bench:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_model()},
             "pool": str(self.pool), "eval": str(self.eval), "seeds": self.seeds, "scale": self.a.scale,
             "samples_seen": self.a.samples_seen, "fraction": self.a.fraction, "mixes": self.a.mixes, "score_types": self.a.score_types,
-            "rounds": self.a.rounds, "loop_steps": self.a.loop_steps, "only": self.a.only, "arms": [a for a, _ in self.arms], "notes": self.notes,
+            "rounds": self.a.rounds, "loop_steps": self.a.loop_steps, "only": self.a.only, "jobs": self.a.jobs, "threads": self.a.threads, "arms": [a for a, _ in self.arms], "notes": self.notes,
             "timings_s": self.timings, "total_s": round(time.time() - t0, 1),
         })
         return 0
@@ -279,16 +399,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="samples seen by every arm's training, equal for all arms (default 100 steps of 256: "
                         "at 32 steps the tiny model stayed at chance on a demo-style pool; 0 = the scale's own)")
     p.add_argument("--fraction", type=float, default=0.3, help="subset fraction of random / CLIP score / sf arms")
-    p.add_argument("--mixes", default="0.3:0.1,0.5:0.0", help="self-filtering mixes, top:random[,top:random]")
+    p.add_argument("--mixes", default="0.3:0.1,0.3:0.0",
+                   help="self-filtering mixes, top:random[,top:random]: sfcomp run's default first, then the sweep's runner-up")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--score-types", default="crossfit",
                    help="comma-separated `sfcomp run --score` types to sweep (crossfit, cosine, ckpt_avg)")
     p.add_argument("--loop-seed", type=int, default=0)
     p.add_argument("--loop-steps", type=int, default=100,
                    help="training steps per in-loop model (0 = the loop preset's own)")
-    p.add_argument("--extra-baselines", default="basic_filter",
+    p.add_argument("--extra-baselines", default="laion2b",
                    help="more `sfcomp baseline` names without options (skipped if they cannot run offline)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (1: with --jobs 2 each core runs one process)")
+    p.add_argument("--jobs", type=int, default=2, help="loop runs / train-evals at once")
     p.add_argument("--only", default=None, help="comma-separated arm name prefixes to train (a reduced bench)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     return p.parse_args(argv)

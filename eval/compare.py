@@ -137,6 +137,41 @@ def table(rows: Sequence[MethodRow]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
+def standing(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter", ceiling: str = "oracle_clean",
+             others: Sequence[str] = ("random_30", "clip_l14_30")) -> str:
+    """Markdown: each method against the references on one metric (a dataset's main metric or "average").
+
+    `gap closed` = (method - floor) / (ceiling - floor), from the means. A difference is marked `clear` when it is
+    larger than the two methods' seed spreads added (sample stds), else `within spread`. References missing from
+    `rows` get no column; an empty string when the floor is missing."""
+    by = {r.method: r for r in rows}
+    get = (lambda r: r.average) if metric == "average" else (lambda r, m=metric: r.metrics.get(m))
+    stats = {m: mean_std(by[m].values(get)) for m in by}
+    if stats.get(floor) is None:
+        return ""
+    refs = [m for m in (floor, *others) if stats.get(m) is not None]
+    has_ceiling = stats.get(ceiling) is not None and stats[ceiling][0] != stats[floor][0]
+    head = ["method", metric] + [f"vs {m}" for m in refs] + ([f"gap {floor} -> {ceiling} closed"]
+                                                             if has_ceiling else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        st = stats.get(row.method)
+        if st is None:
+            continue
+        cells = [row.method, fmt(row.values(get))]
+        for ref in refs:
+            if ref == row.method:
+                cells.append("")
+                continue
+            d = st[0] - stats[ref][0]
+            spread = st[1] + stats[ref][1]
+            cells.append(f"{d:+.3f} ({'clear' if abs(d) > spread else 'within spread'})")
+        if has_ceiling:
+            cells.append(f"{(st[0] - stats[floor][0]) / (stats[ceiling][0] - stats[floor][0]):.0%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: Sequence[MethodRow], path: str | os.PathLike) -> None:
     """One PNG: a panel per metric (each task's main metric, the average, clean precision if known),
     one horizontal bar per method with its seed spread as an error bar."""
@@ -179,6 +214,12 @@ def compare(paths: Sequence[str | os.PathLike], out_md: str | os.PathLike | None
         rank = {m: i for i, m in enumerate(order)}
         rows.sort(key=lambda r: rank.get(r.method, len(rank)))
     md = table(rows)
+    for metric in [d for d in OrderedDict.fromkeys(d for row in rows for r in row.runs for d in r.metrics)
+                   if not d.endswith("retrieval")][:1] + ["average"]:
+        part = standing(rows, metric)
+        if part:
+            md += f"\nAgainst the references, {metric} (difference of means; clear = larger than the two seed " \
+                  f"spreads added):\n\n" + part
     if out_md:
         with atomic_open(out_md, "w") as f:
             f.write(md)

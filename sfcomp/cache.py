@@ -19,6 +19,7 @@ JPEG is decoded). Corrupt members and missing shards are skipped and counted, ne
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -209,9 +210,6 @@ def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | N
     Returns the opened cache. A finished cache (manifest.json) is opened without reading any shard; one that
     another pool made (its recorded pool fingerprint differs) is refused.
     """
-    from tqdm.auto import tqdm
-
-    from .atomic import remove_stale_temps
     from .pool import pool_fingerprint
 
     pool = pool if isinstance(pool, Pool) else Pool(pool)
@@ -219,6 +217,25 @@ def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | N
     root = Path(cache_dir) if cache_dir else cache_dir_for(pool.root, preset, fingerprint=fingerprint)
     _check_same_pool(root / "manifest.json", fingerprint)
     if (root / "manifest.json").exists():
+        return PoolCache.open(root)
+    root.mkdir(parents=True, exist_ok=True)
+    # two runs on one pool (a sweep, the bench) would delete each other's temp files: one builds, the other
+    # waits here and then opens the finished cache
+    with open(root / ".build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_cache_locked(pool, preset, root, fingerprint, workers, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_cache_locked(pool: Pool, preset: dict, root: Path, fingerprint: str, workers: int,
+                        progress: bool) -> PoolCache:
+    from tqdm.auto import tqdm
+
+    from .atomic import remove_stale_temps
+
+    if (root / "manifest.json").exists():  # built by the run we waited for
         return PoolCache.open(root)
     _check_same_pool(root / "pool.json", fingerprint)
     part_dir = root / "parts"

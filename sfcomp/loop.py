@@ -46,17 +46,20 @@ from .errors import BadInputError
 from .pool import Pool, pool_fingerprint  # noqa: F401 - pool_fingerprint: re-exported
 
 FIELDS_BY_METHOD = {"crossfit", "cosine", "ckpt_avg"}
+# the sweep-chosen defaults (make sweep, docs/bench/sweep.md), shared with the CLI
+DEFAULTS: dict = {k: v for k, v in json.loads((Path(__file__).parent / "configs" / "loop_defaults.json").read_text())
+                  .items() if not k.startswith("_")}
 
 
 @dataclass
 class LoopConfig:
     preset: str | dict = "tiny"
     seed: int = 0
-    score: str = "crossfit"          # the score field that selects the next mix
-    folds: int = 2                   # models per round; >= 2 gives the cross-fitted score
-    top_frac: float = 0.3            # next mix = top fraction of the pool ...
-    random_frac: float = 0.1         # ... union a uniform sample of the whole pool
-    round0_frac: float = 1.0         # round 0 trains on the whole pool (1.0) or a uniform sample
+    score: str = DEFAULTS["score"]              # the score field that selects the next mix
+    folds: int = DEFAULTS["folds"]              # models per round; >= 2 gives the cross-fitted score
+    top_frac: float = DEFAULTS["top_frac"]      # next mix = top fraction of the pool ...
+    random_frac: float = DEFAULTS["random_frac"]  # ... union a uniform sample of the whole pool
+    round0_frac: float = DEFAULTS["round0_frac"]  # round 0 trains on the whole pool (1.0) or a uniform sample
     train_shards: list[str] | None = None  # train only on rows from these pool shards (scoring covers all)
     steps: int | None = None         # override the preset's steps per model
     snapshots: list[float] = field(default_factory=list)  # fractions of training for ckpt_avg snapshots
@@ -263,6 +266,52 @@ class Loop:
             raise BadInputError(path, f"round made under a different configuration (fingerprint "
                                       f"{done.get('fingerprint')}, this run {self.fingerprint}); use a new --workdir")
         return done
+
+    # loop settings that do not change round 0's models or scores: a sweep over them can share one round 0
+    ROUND0_FREE = ("score", "top_frac", "random_frac", "kmeans_k")
+
+    def adopt_round0(self, source: str | os.PathLike) -> bool:
+        """Take round 0's models and scores from another workdir on the same pool whose settings differ only in
+        what round 0 does not depend on (ROUND0_FREE); selection and the report are then redone under this
+        configuration. False when this workdir already has round 0. Saves a round's training and scoring per
+        point of a mix / score-type sweep."""
+        src = Path(source) / "round_00"
+        dst = self.round_dir(0)
+        if (dst / "done.json").exists():
+            return False
+        cfg_path = Path(source) / "config.json"
+        if not (src / "done.json").exists() or not cfg_path.exists():
+            raise BadInputError(src, "round 0 is not finished there (no done.json / config.json); run it first")
+        other = json.loads(cfg_path.read_text())
+        mine = {k: v for k, v in asdict(self.config).items() if k != "preset"}
+        diffs = [k for k in sorted(set(mine) | set(other.get("loop", {})))
+                 if k not in self.ROUND0_FREE and mine.get(k) != other.get("loop", {}).get(k)]
+        if other.get("pool", {}).get("fingerprint") != self.pool_fingerprint:
+            diffs.insert(0, "pool")
+        if other.get("preset") != self.preset:
+            diffs.insert(0, "preset")
+        if diffs:
+            raise BadInputError(cfg_path, f"round 0 there was made under other settings ({', '.join(diffs)}); "
+                                          "only " + ", ".join(self.ROUND0_FREE) + " may differ")
+        if self.rank == 0:
+            from .scorefile import read_scores, read_sidecar, write_scores
+
+            dst.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temps(dst)
+            names = ["mix.npy", "emb_sample.npz"] + [p.name for p in sorted(src.glob("model_f*.pt"))] + \
+                [p.name for p in sorted(src.glob("snapshots_f*.npy"))]
+            for name in names:
+                with open(src / name, "rb") as a, atomic_open(dst / name, "wb") as b:
+                    shutil.copyfileobj(a, b)
+            # rewritten, not copied: the score file names the configuration (fingerprint) and default field
+            arr = read_scores(src / "scores.npy", mmap=False)
+            side = read_sidecar(src / "scores.npy")
+            meta = {k: v for k, v in side.items() if k not in ("format", "n", "fields", "default")}
+            meta.update(fingerprint=self.fingerprint, adopted_from=os.path.abspath(src))
+            write_scores(dst / "scores.npy", arr[["f0", "f1"]], {f: arr[f] for f in arr.dtype.names[2:]},
+                         meta=meta, default=self.config.score)
+        _barrier()
+        return True
 
     def run(self, rounds: int) -> list[dict]:
         out = []

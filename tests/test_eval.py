@@ -410,5 +410,28 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
     assert "skip clip_l14_30: pool metadata has no clip_l14_similarity_score column" in out
     assert "skip oracle_clean: pool has no truth.parquet" in out
     assert "--method clip_b32_30 --seed 2" in out and "--method sf_t30r10_r2 --seed 0" in out
-    assert "--method sf_t50r0_r1" in out and "--samples-seen 25600" in out
+    # round 0 is shared: one sf_r1 arm, and the second mix's loop adopts the first's round 0
+    assert "--method sf_r1 --seed 0" in out and "--method sf_t30r0_r1" not in out
+    assert "--method sf_t30r0_r2 --seed 1" in out and "--samples-seen 25600" in out
+    assert f"--round0-from {tmp_path / 'out' / 'loop' / 'sf_t30r10'}" in out
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_standing_against_references_gap_closed_and_spread():
+    from eval.compare import MethodRow, Run, standing
+
+    def row(method, vals):
+        return MethodRow(method, [Run(method, s, 10, None, 100, {"fm": v}, v, "x", "") for s, v in enumerate(vals)])
+
+    rows = [row("no_filter", [0.30, 0.30]), row("random_30", [0.20, 0.44]), row("clip_l14_30", [0.58, 0.60]),
+            row("sf", [0.62, 0.64]), row("oracle_clean", [0.70, 0.70])]
+    md = standing(rows, "fm")
+    assert md.splitlines()[0] == ("| method | fm | vs no_filter | vs random_30 | vs clip_l14_30 | "
+                                  "gap no_filter -> oracle_clean closed |")
+    sf = next(l for l in md.splitlines() if l.startswith("| sf "))
+    # +0.33 over no_filter (spread 0.014: clear), +0.31 over random (spread 0.184: clear), +0.04 over clip
+    # (spread 0.028: clear), (0.63 - 0.30) / (0.70 - 0.30) = 82% of the gap
+    assert sf == "| sf | 0.630 ± 0.014 | +0.330 (clear) | +0.310 (clear) | +0.040 (clear) | 82% |"
+    rnd = next(l for l in md.splitlines() if l.startswith("| random_30 "))
+    assert "+0.020 (within spread)" in rnd
+    assert standing(rows[1:], "fm") == ""  # no floor, no table

@@ -206,3 +206,55 @@ def test_round_killed_after_its_score_file_resumes_at_selection(pool, tmp_path):
     r = Loop(pool["root"], tmp_path / "w", config(pool), progress=False).run_round()
     assert r["resumed_after_scoring"] and (rdir / "next_mix.npy").read_bytes() == want
     assert not list(rdir.glob("model_f*.pt"))
+
+
+def test_round0_adopted_by_another_mix_matches_training_it(pool, tmp_path):
+    """A sweep shares round 0: adopting it gives the same scores and next mix as training it under the new mix."""
+    Loop(pool["root"], tmp_path / "a", config(pool, top_frac=0.3, random_frac=0.1), progress=False).run(1)
+    own = Loop(pool["root"], tmp_path / "own", config(pool, top_frac=0.5, random_frac=0.0, score="cosine"),
+               progress=False)
+    own.run(1)
+    b = Loop(pool["root"], tmp_path / "b", config(pool, top_frac=0.5, random_frac=0.0, score="cosine"),
+             progress=False)
+    assert b.adopt_round0(tmp_path / "a") is True
+    b.run(2)
+    for name in ("next_mix.npy", "mix.npy"):
+        assert (tmp_path / "b" / "round_00" / name).read_bytes() == (tmp_path / "own" / "round_00" / name).read_bytes()
+    assert np.array_equal(read_scores(tmp_path / "b" / "round_00" / "scores.npy"),
+                          read_scores(tmp_path / "own" / "round_00" / "scores.npy"))
+    side = read_sidecar(tmp_path / "b" / "round_00" / "scores.npy")
+    assert side["default"] == "cosine" and side["fingerprint"] == b.fingerprint
+    assert (tmp_path / "b" / "round_00" / "next_mix.npy").read_bytes() != \
+        (tmp_path / "a" / "round_00" / "next_mix.npy").read_bytes()
+    assert b.adopt_round0(tmp_path / "a") is False  # already has its round 0
+    other_seed = Loop(pool["root"], tmp_path / "c", config(pool, seed=1), progress=False)
+    with pytest.raises(BadInputError, match=r"other settings \(seed\)"):
+        other_seed.adopt_round0(tmp_path / "a")
+
+
+def _build_in_child(root: str, preset: str, cache_dir: str) -> str:
+    torch.set_num_threads(1)
+    return json.dumps(build_cache(root, load_preset(preset), cache_dir, progress=False).manifest, sort_keys=True)
+
+
+def test_two_runs_building_one_cache_at_once_both_get_it(pool, tmp_path):
+    """A sweep starts several runs on one pool: the second builder waits for the first instead of deleting its
+    temp files."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as workers:
+        a, b = workers.starmap(_build_in_child, [(pool["root"], pool["preset"], str(tmp_path / "c"))] * 2)
+    assert a == b and json.loads(a)["corrupt_members"] == 0
+    assert np.array_equal(np.asarray(PoolCache.open(tmp_path / "c").uids),
+                          U.sort_uids(U.hex_to_uids(sorted(pool["present"]))))
+
+
+def test_run_defaults_come_from_the_sweep_file_for_library_and_cli():
+    from sfcomp.cli.loop_cmds import run_cmd
+
+    data = json.loads((Path(__file__).resolve().parent.parent / "sfcomp" / "configs" / "loop_defaults.json").read_text())
+    cfg = LoopConfig()
+    cli = {p.name: p.default for p in run_cmd.params}
+    for key in ("score", "folds", "top_frac", "random_frac", "round0_frac"):
+        assert getattr(cfg, key) == data[key] == cli[key], key
+    assert cli["rounds"] == data["rounds"]

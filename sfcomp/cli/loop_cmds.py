@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 
+import json
+from pathlib import Path
+
 import click
 
+# `sfcomp run`'s defaults, chosen by `make sweep` (docs/bench/sweep.md); sfcomp.loop reads the same file
+DEFAULTS = {k: v for k, v in json.loads((Path(__file__).resolve().parent.parent / "configs" / "loop_defaults.json")
+                                        .read_text()).items() if not k.startswith("_")}
 
 def _loop_options(f):
     opts = [
@@ -12,14 +18,15 @@ def _loop_options(f):
         click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Round directories go here."),
         click.option("--preset", default="tiny", show_default=True, help="In-loop model preset name or .json path."),
         click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--score", default="crossfit", show_default=True,
+        click.option("--score", default=DEFAULTS["score"], show_default=True,
                      type=click.Choice(["crossfit", "cosine", "ckpt_avg"]), help="Score that selects the next mix."),
-        click.option("--folds", default=2, show_default=True, type=int,
+        click.option("--folds", default=DEFAULTS["folds"], show_default=True, type=int,
                      help="Models per round; >= 2 cross-fits (each sample scored by a model that did not train on it)."),
-        click.option("--top-frac", default=0.3, show_default=True, type=float, help="Next mix: top fraction ..."),
-        click.option("--random-frac", default=0.1, show_default=True, type=float,
+        click.option("--top-frac", default=DEFAULTS["top_frac"], show_default=True, type=float,
+                     help="Next mix: top fraction ..."),
+        click.option("--random-frac", default=DEFAULTS["random_frac"], show_default=True, type=float,
                      help="... plus this fraction of the whole pool, uniformly at random."),
-        click.option("--round0-frac", default=1.0, show_default=True, type=float,
+        click.option("--round0-frac", default=DEFAULTS["round0_frac"], show_default=True, type=float,
                      help="Round 0 trains on this uniform fraction of the pool."),
         click.option("--train-shards", default=None,
                      help="Comma-separated pool shards (e.g. 00000000,00000001) training is limited to; "
@@ -33,6 +40,9 @@ def _loop_options(f):
         click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)."),
         click.option("--threads", default=None, type=int, help="torch CPU threads."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--round0-from", default=None, type=click.Path(file_okay=False, exists=True),
+                     help="Reuse round 0's models and scores from another workdir whose settings differ only in "
+                          "--score/--top-frac/--random-frac (a mix sweep trains round 0 once)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -40,7 +50,7 @@ def _loop_options(f):
 
 
 def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac, round0_frac, train_shards, steps,
-               snapshots, cache_dir, cache_workers, device, threads, quiet):
+               snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None):
     from ..loop import Loop, LoopConfig
 
     if threads:
@@ -51,8 +61,11 @@ def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac,
                      round0_frac=round0_frac,
                      train_shards=[s.strip() for s in train_shards.split(",") if s.strip()] if train_shards else None,
                      steps=steps, snapshots=[float(x) for x in snapshots.split(",") if x.strip()])
-    return Loop(pool, workdir, cfg, cache_dir=cache_dir, device=device, progress=not quiet,
+    loop = Loop(pool, workdir, cfg, cache_dir=cache_dir, device=device, progress=not quiet,
                 cache_workers=cache_workers)
+    if round0_from and loop.adopt_round0(round0_from) and loop.rank == 0:
+        click.echo(f"round 0: models and scores taken from {round0_from}")
+    return loop
 
 
 def _echo_round(r: dict) -> None:
@@ -75,7 +88,7 @@ def round_cmd(round_index, **kw) -> None:
 
 @click.command("run")
 @_loop_options
-@click.option("--rounds", default=3, show_default=True, type=int, help="Rounds in total (finished ones are kept).")
+@click.option("--rounds", default=DEFAULTS["rounds"], show_default=True, type=int, help="Rounds in total (finished ones are kept).")
 def run_cmd(rounds, **kw) -> None:
     """Chain self-filtering rounds; resumes from the last finished round. Leaves WORKDIR/final_scores.npy."""
     loop = _make_loop(**kw)

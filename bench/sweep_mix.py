@@ -1,0 +1,263 @@
+"""`make sweep`: the mix (top x random x rounds) and score-type sweep that sets `sfcomp run`'s defaults.
+
+    python bench/sweep_mix.py --pool P1 --pool P2 [--out bench/out/sweep] [--mixes 0.3:0.1,0.5:0.0,...]
+
+For every pool (each needs truth.parquet) and every (score type, mix): `sfcomp run` for R rounds, all runs of a
+pool sharing one round 0 (`--round0-from`: round 0 trains on the whole pool, so its models and scores do not
+depend on the mix or on the score that selects; a score type needing other round-0 work, ckpt_avg's snapshots,
+gets its own). After round k-1 the run's own score ranks the pool and its top `--fraction` (the exported subset,
+as `sfcomp export-subset --top-frac`) is measured against truth.parquet:
+    precision      clean share of the subset
+    class_balance  entropy of the subset's image classes / log(number of classes) (1 = even)
+    memorised      noisy samples of the `random_string` type in the subset (what in-sample scores let through)
+    auroc          of the score for clean vs noisy over the whole pool
+The choice: the (score, mix) with the best precision after the last round, averaged over pools, where cells
+within `--tie` of the best count as tied and the larger random fraction (then top fraction) wins; results
+(markdown + JSON) in OUT/sweep.md, OUT/sweep.json. Resumable: finished rounds are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sfcomp.atomic import atomic_open, write_json  # noqa: E402
+
+SNAPSHOTS = "0.5,0.75"
+
+
+def sfcomp_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from sfcomp.cli import main; sys.argv[0] = 'sfcomp'; main()", *args]
+
+
+def tag_of(score: str, mix: str) -> str:
+    top, rnd = (float(x) for x in mix.split(":"))
+    return f"{score}_t{int(round(top * 100))}r{int(round(rnd * 100))}"
+
+
+def load_truth(pool: Path) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    from sfcomp import uids as U
+
+    t = pq.read_table(pool / "truth.parquet").to_pandas()
+    u = U.hex_to_uids(t["uid"].to_numpy(), pool / "truth.parquet")
+    order = np.lexsort((u["f1"], u["f0"]))
+    return {"uids": u[order], "clean": t["clean"].to_numpy(bool)[order],
+            "noise_type": t["noise_type"].astype(str).to_numpy()[order],
+            "class": t["class"].to_numpy()[order]}
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    order = np.argsort(score, kind="stable")
+    ranks = np.empty(len(score), np.float64)
+    ranks[order] = np.arange(1, len(score) + 1)
+    # ties: average ranks
+    s = score[order]
+    bounds = np.flatnonzero(np.r_[True, s[1:] != s[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b - a > 1:
+            ranks[order[a:b]] = (a + 1 + b) / 2
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def measure(scores_path: Path, field: str, truth: dict, fraction: float) -> dict:
+    """Metrics of the top `fraction` (of the scored samples, as export-subset counts) by `field`."""
+    from sfcomp.scorefile import read_scores
+
+    arr = read_scores(scores_path, mmap=False)
+    u = truth["uids"]
+    pos = np.searchsorted(u["f0"], arr["f0"])  # score files and truth are both uid-sorted
+    pos = np.minimum(pos, len(u) - 1)
+    ok = (u["f0"][pos] == arr["f0"]) & (u["f1"][pos] == arr["f1"])
+    if not ok.all():
+        raise SystemExit(f"error: {scores_path}: {int((~ok).sum())} scored uids are missing from truth.parquet")
+    clean, noise, cls = truth["clean"][pos], truth["noise_type"][pos], truth["class"][pos]
+    s = np.asarray(arr[field], np.float64)
+    k = int(round(fraction * len(s)))
+    top = np.argsort(-s, kind="stable")[:k]
+    _, counts = np.unique(cls[top], return_counts=True)
+    p = counts / counts.sum()
+    n_classes = len(np.unique(cls))
+    return {"precision": float(clean[top].mean()),
+            "class_balance": float(-(p * np.log(p)).sum() / np.log(n_classes)) if n_classes > 1 else 1.0,
+            "memorised": int((noise[top] == "random_string").sum()),
+            "auroc": auroc(s, clean), "k": k}
+
+
+class Sweep:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        self.out = Path(a.out).resolve()
+        self.scores = [s.strip() for s in a.scores.split(",") if s.strip()]
+        self.mixes = [m.strip() for m in a.mixes.split(",") if m.strip()]
+        self.cosine_mixes = [m.strip() for m in (a.other_score_mixes or a.mixes).split(",") if m.strip()]
+        self.log_lines: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def log(self, msg: str) -> None:
+        line = f"[{datetime.now().strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "sweep.log", "a") as f:
+            f.write(line + "\n")
+
+    def cells(self) -> list[tuple[str, str]]:
+        out = [("crossfit", m) for m in self.mixes] if "crossfit" in self.scores else []
+        for s in self.scores:
+            if s != "crossfit":
+                out += [(s, m) for m in self.cosine_mixes]
+        return out
+
+    def run_loop(self, pool: Path, work: Path, score: str, mix: str, round0_from: Path | None,
+                 rounds: int | None = None) -> None:
+        top, rnd = mix.split(":")
+        args = ["run", "--pool", str(pool), "--workdir", str(work), "--rounds", str(rounds or self.a.rounds),
+                "--top-frac", top, "--random-frac", rnd, "--score", score, "--seed", str(self.a.loop_seed),
+                "--steps", str(self.a.loop_steps), "--quiet"]
+        if score == "ckpt_avg":
+            args += ["--snapshots", SNAPSHOTS]
+        if round0_from is not None:
+            args += ["--round0-from", str(round0_from)]
+        if self.a.threads:
+            args += ["--threads", str(self.a.threads)]
+        self.log(f"$ sfcomp {' '.join(args)}")
+        t0 = time.time()
+        r = subprocess.run(sfcomp_cmd(*args), cwd=ROOT, capture_output=True, text=True)
+        self.timings[f"{pool.name}/{work.name}"] = round(time.time() - t0, 1)
+        if r.returncode != 0:
+            raise SystemExit(f"error: sfcomp run failed for {work}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
+        self.log(f"done {pool.name}/{work.name} in {time.time() - t0:.0f}s")
+
+    def run_pool(self, pool: Path) -> list[dict]:
+        pool_out = self.out / pool.name
+        cells = self.cells()
+        # one round 0 per round-0 setting: ckpt_avg's snapshots make its own
+        bases: dict[bool, tuple[str, str]] = {}
+        for score, mix in cells:
+            bases.setdefault(score == "ckpt_avg", (score, mix))
+        with ThreadPoolExecutor(max_workers=self.a.jobs) as ex:  # round 0 of each base, then all runs at once
+            for f in [ex.submit(self.run_loop, pool, pool_out / tag_of(s, m), s, m, None, 1)
+                      for s, m in bases.values()]:
+                f.result()
+            futures = [ex.submit(self.run_loop, pool, pool_out / tag_of(s, m), s, m,
+                                 None if (s, m) in bases.values() else pool_out / tag_of(*bases[s == "ckpt_avg"]))
+                       for s, m in cells]
+            for f in futures:
+                f.result()
+        truth = load_truth(pool)
+        rows = []
+        for score, mix in cells:
+            work = pool_out / tag_of(score, mix)
+            for k in range(1, self.a.rounds + 1):
+                m = measure(work / f"round_{k - 1:02d}" / "scores.npy", score, truth, self.a.fraction)
+                rows.append({"pool": pool.name, "score": score, "mix": mix, "rounds": k, **m})
+        return rows
+
+    def choose(self, rows: list[dict]) -> dict:
+        last = [r for r in rows if r["rounds"] == self.a.rounds]
+        by_cell: dict[tuple[str, str], list[dict]] = {}
+        for r in last:
+            by_cell.setdefault((r["score"], r["mix"]), []).append(r)
+        ranked = sorted(by_cell.items(), key=lambda kv: -np.mean([r["precision"] for r in kv[1]]))
+        best = np.mean([r["precision"] for r in ranked[0][1]])
+        # within --tie of the best is a tie (one loop seed per cell: differences that small are noise); among
+        # ties the larger random fraction wins (the diversity guard against self-confirmation), then larger top
+        ties = [kv for kv in ranked if np.mean([r["precision"] for r in kv[1]]) >= best - self.a.tie]
+        (score, mix), rs = max(ties, key=lambda kv: tuple(float(x) for x in kv[0][1].split(":"))[::-1])
+        return {"score": score, "mix": mix, "rounds": self.a.rounds, "tie": self.a.tie,
+                "tied": [f"{s} {m}" for (s, m), _ in ties],
+                "mean_precision": float(np.mean([r["precision"] for r in rs])),
+                "per_pool": {r["pool"]: r["precision"] for r in rs},
+                "ranking": [{"score": s, "mix": m, "mean_precision": float(np.mean([r["precision"] for r in v])),
+                             "mean_class_balance": float(np.mean([r["class_balance"] for r in v]))}
+                            for (s, m), v in ranked]}
+
+    def markdown(self, rows: list[dict], choice: dict, pools: list[Path]) -> str:
+        lines = [f"Top {self.a.fraction:.0%} of each run's own score after k rounds (k = 1 is round 0's scores, "
+                 f"shared by every mix of a score type). precision = clean share; balance = class entropy / "
+                 f"log(classes); memorised = random-string noise kept.", ""]
+        header = "| score | mix (top:random) | " + " | ".join(
+            f"{p.name} r{k} precision" for p in pools for k in range(1, self.a.rounds + 1)) + \
+            " | mean precision, last round | mean balance, last round | mean memorised, last round |"
+        lines += [header, "|" + "---|" * (header.count("|") - 1)]
+        for score, mix in self.cells():
+            cell = [r for r in rows if r["score"] == score and r["mix"] == mix]
+            vals = []
+            for p in pools:
+                for k in range(1, self.a.rounds + 1):
+                    hit = [r for r in cell if r["pool"] == p.name and r["rounds"] == k]
+                    vals.append(f"{hit[0]['precision']:.3f}" if hit else "-")
+            last = [r for r in cell if r["rounds"] == self.a.rounds]
+            best = (score, mix) == (choice["score"], choice["mix"])
+            mp = f"{np.mean([r['precision'] for r in last]):.4f}"
+            lines.append(f"| {score} | {mix} | " + " | ".join(vals) + f" | {'**' + mp + '**' if best else mp} | "
+                         f"{np.mean([r['class_balance'] for r in last]):.3f} | "
+                         f"{np.mean([r['memorised'] for r in last]):.0f} |")
+        lines += ["", f"Chosen: `--score {choice['score']}`, top:random `{choice['mix']}`, {choice['rounds']} rounds "
+                      f"(mean precision {choice['mean_precision']:.4f}). Within {choice['tie']} of the best mean "
+                      f"(a tie, larger random fraction preferred): {', '.join(choice['tied'])}."]
+        return "\n".join(lines) + "\n"
+
+    def run(self) -> int:
+        t0 = time.time()
+        pools = [Path(p).resolve() for p in self.a.pool]
+        for p in pools:
+            if not (p / "truth.parquet").exists():
+                print(f"error: {p}: no truth.parquet; the sweep measures precision against it", file=sys.stderr)
+                return 2
+        rows = []
+        for p in pools:
+            self.log(f"pool {p}: {len(self.cells())} runs x {self.a.rounds} rounds")
+            rows += self.run_pool(p)
+        choice = self.choose(rows)
+        md = self.markdown(rows, choice, pools)
+        with atomic_open(self.out / "sweep.md", "w") as f:
+            f.write(md)
+        write_json(self.out / "sweep.json", {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "pools": [str(p) for p in pools], "args": vars(self.a), "rows": rows, "choice": choice,
+            "timings_s": self.timings, "total_s": round(time.time() - t0, 1)})
+        print(md)
+        return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", action="append", required=True, help="a pool with truth.parquet (repeat)")
+    p.add_argument("--out", default=str(ROOT / "bench" / "out" / "sweep"))
+    p.add_argument("--mixes", default="0.2:0.1,0.3:0.0,0.3:0.1,0.5:0.0,0.5:0.1",
+                   help="top:random mixes for the crossfit score")
+    p.add_argument("--scores", default="crossfit,cosine,ckpt_avg")
+    p.add_argument("--other-score-mixes", default="0.3:0.1",
+                   help="mixes run with the score types other than crossfit")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--fraction", type=float, default=0.3, help="exported subset size, as a fraction of the pool")
+    p.add_argument("--tie", type=float, default=0.005,
+                   help="mean precisions this close to the best are a tie (about one binomial standard error of "
+                        "a precision over ~6k samples)")
+    p.add_argument("--loop-steps", type=int, default=100)
+    p.add_argument("--loop-seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=2, help="loop runs at once")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(Sweep(parse_args()).run())

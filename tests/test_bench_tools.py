@@ -1,0 +1,67 @@
+"""The bench scripts' own logic: run_all's scheduler, the sweep's metrics and its choice of defaults."""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from run_all import Scheduler  # noqa: E402
+from sweep_mix import Sweep, auroc, parse_args  # noqa: E402
+
+
+def test_lower_priority_number_runs_first_and_tasks_may_queue_tasks():
+    order: list[str] = []
+    gate = threading.Event()
+    s = Scheduler(1)
+    s.submit(0, gate.wait)  # holds the one worker while the queue fills
+    s.submit(2, order.append, "baseline")
+    s.submit(1, order.append, "sf-arm")
+
+    def loop():
+        order.append("loop")
+        s.submit(1, order.append, "queued-by-loop")
+
+    s.submit(0, loop)
+    gate.set()
+    s.wait()
+    s.close()
+    assert order == ["loop", "sf-arm", "queued-by-loop", "baseline"]
+
+
+def test_an_error_in_a_task_is_raised_by_wait():
+    s = Scheduler(2)
+
+    def boom():
+        raise RuntimeError("train-eval crashed")
+
+    s.submit(1, boom)
+    with pytest.raises(RuntimeError, match="crashed"):
+        s.wait()
+    s.close()
+
+
+def test_auroc_matches_pair_counting_with_ties():
+    rng = np.random.default_rng(0)
+    score = rng.integers(0, 5, 200).astype(float)  # many ties
+    pos = rng.random(200) < 0.4
+    p, n = score[pos], score[~pos]
+    pairs = ((p[:, None] > n[None, :]) + 0.5 * (p[:, None] == n[None, :])).mean()
+    assert auroc(score, pos) == pytest.approx(pairs)
+
+
+def test_sweep_choice_prefers_more_random_among_ties():
+    sweep = Sweep(parse_args(["--pool", "x", "--rounds", "2", "--tie", "0.005"]))
+    rows = [{"pool": pool, "score": "crossfit", "mix": mix, "rounds": 2, "precision": p, "class_balance": 1.0}
+            for mix, ps in {"0.3:0.0": (0.867, 0.965), "0.3:0.1": (0.859, 0.971), "0.5:0.0": (0.846, 0.964)}.items()
+            for pool, p in zip(("a", "b"), ps)]
+    rows += [{**r, "rounds": 1, "precision": 0.99} for r in rows]  # earlier rounds do not count
+    choice = sweep.choose(rows)
+    assert (choice["score"], choice["mix"]) == ("crossfit", "0.3:0.1")  # 0.915 ties 0.916; more random wins
+    assert choice["tied"] == ["crossfit 0.3:0.0", "crossfit 0.3:0.1"]
+    strict = Sweep(parse_args(["--pool", "x", "--rounds", "2", "--tie", "0"])).choose(rows)
+    assert strict["mix"] == "0.3:0.0"
