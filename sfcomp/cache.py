@@ -218,34 +218,35 @@ def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | N
     _check_same_pool(root / "manifest.json", fingerprint)
     if (root / "manifest.json").exists():
         return PoolCache.open(root)
-    root.mkdir(parents=True, exist_ok=True)
-    # two runs on one pool (a sweep, the bench) would delete each other's temp files: one builds, the other
-    # waits here and then opens the finished cache
-    with open(root / ".build.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return _build_cache_locked(pool, preset, root, fingerprint, workers, progress)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _build_cache_locked(pool: Pool, preset: dict, root: Path, fingerprint: str, workers: int,
-                        progress: bool) -> PoolCache:
-    from tqdm.auto import tqdm
-
-    from .atomic import remove_stale_temps
-
-    if (root / "manifest.json").exists():  # built by the run we waited for
-        return PoolCache.open(root)
     _check_same_pool(root / "pool.json", fingerprint)
-    part_dir = root / "parts"
-    part_dir.mkdir(parents=True, exist_ok=True)
+    # bad input is refused before anything is written (not even the lock file)
     shards = pool.shard_files()
     if not shards:
         raise BadInputError(pool.shards_dir, "pool has no .tar shards (empty pool)")
     members = U.sort_uids(pool.metadata_uids())
     if U.count_duplicates(members):
         _refuse_duplicate(pool, members)
+    root.mkdir(parents=True, exist_ok=True)
+    # two runs on one pool (a sweep, the bench) would delete each other's temp files: one builds, the other
+    # waits here and then opens the finished cache
+    with open(root / ".build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _build_cache_locked(pool, preset, root, fingerprint, shards, members, workers, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build_cache_locked(pool: Pool, preset: dict, root: Path, fingerprint: str, shards: list[str],
+                        members: np.ndarray, workers: int, progress: bool) -> PoolCache:
+    from tqdm.auto import tqdm
+
+    from .atomic import remove_stale_temps
+
+    if (root / "manifest.json").exists():  # built by the run we waited for
+        return PoolCache.open(root)
+    part_dir = root / "parts"
+    part_dir.mkdir(parents=True, exist_ok=True)
     for name in ("pool.json", "uids.npy", "shard.npy", "manifest.json"):  # what a killed earlier build left
         remove_stale_temps(root / name)
     for sh in shards:
