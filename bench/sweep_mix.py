@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from run_all import sfcomp  # noqa: E402 - bench/ is sys.path[0] for a script
 from sfcomp.atomic import atomic_open, write_json  # noqa: E402
 
 SNAPSHOTS = "0.5,0.75"
-
-
-def sfcomp_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from sfcomp.cli import main; sys.argv[0] = 'sfcomp'; main()", *args]
 
 
 def tag_of(score: str, mix: str) -> str:
@@ -135,9 +131,8 @@ class Sweep:
             args += ["--round0-from", str(round0_from)]
         if self.a.threads:
             args += ["--threads", str(self.a.threads)]
-        self.log(f"$ sfcomp {' '.join(args)}")
         t0 = time.time()
-        r = subprocess.run(sfcomp_cmd(*args), cwd=ROOT, capture_output=True, text=True)
+        r = sfcomp(*args, log=self.log)
         self.timings[f"{pool.name}/{work.name}"] = round(time.time() - t0, 1)
         if r.returncode != 0:
             raise SystemExit(f"error: sfcomp run failed for {work}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -42,13 +42,11 @@ import numpy as np
 
 from . import uids as U
 from .atomic import atomic_open, remove_stale_temps, write_json
+from .defaults import LOOP_DEFAULTS as DEFAULTS
 from .errors import BadInputError
 from .pool import Pool, pool_fingerprint  # noqa: F401 - pool_fingerprint: re-exported
 
 FIELDS_BY_METHOD = {"crossfit", "cosine", "ckpt_avg"}
-# the sweep-chosen defaults (make sweep, docs/bench/sweep.md), shared with the CLI
-DEFAULTS: dict = {k: v for k, v in json.loads((Path(__file__).parent / "configs" / "loop_defaults.json").read_text())
-                  .items() if not k.startswith("_")}
 
 
 @dataclass

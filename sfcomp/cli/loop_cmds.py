@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 
-import json
-from pathlib import Path
-
 import click
 
-# `sfcomp run`'s defaults, chosen by `make sweep` (docs/bench/sweep.md); sfcomp.loop reads the same file
-DEFAULTS = {k: v for k, v in json.loads((Path(__file__).resolve().parent.parent / "configs" / "loop_defaults.json")
-                                        .read_text()).items() if not k.startswith("_")}
+from ..defaults import LOOP_DEFAULTS as DEFAULTS
+
 
 def _loop_options(f):
     opts = [
