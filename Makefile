@@ -16,7 +16,7 @@ SWEEP_POOLS ?= $(SWEEP_DIR)/misaligned60 $(SWEEP_DIR)/memorizable50
 APT_PACKAGES ?= dataset-fashion-mnist wordnet-base
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install demo test bench sweep bench-formats clean
+.PHONY: install demo test lint bench sweep bench-formats clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,8 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	@# DataComp's eval metrics: clip_benchmark 1.4.0 as DataComp pins it; its metadata pins torch<2, so no deps
+	$(PY) -m pip install -q --no-deps clip_benchmark==1.4.0
 	@# Debian data packages: Fashion-MNIST (the demo pool's images) and WordNet 3.0 (text_based baseline)
 	@if command -v dpkg >/dev/null; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -43,6 +45,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) bench/run_all.py --pool $(POOL) --eval $(EVAL)

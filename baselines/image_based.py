@@ -1,110 +1,130 @@
-"""The image-based baseline's geometry: k-means centroids of the pool's `l14_img`, and nearest-centroid search.
+"""image_based and image_based_intersect_clip_score (DataComp's image-based baselines).
 
-DataComp clusters the caption-filtered pool's L/14 image embeddings into 100,000 centroids (faiss k-means,
-L2, 20 iterations, no subsampling), then keeps a sample when its nearest centroid by INNER PRODUCT is the
-nearest centroid of some ImageNet-1k training image. Here faiss-cpu does both steps; the targets (ImageNet's
-embeddings, or on the demo pool the held-out clean split's) come from a file.
+Pass 1 (parallel): the caption filter (fastText English, more than one fastText token, more than 5 characters),
+and for the intersect variant the CLIP-score threshold over the whole pool (computed first, as DataComp).
+Then k-means over the caption-filtered `l14_img` (unless --centroids), the target embeddings' nearest centroids,
+and pass 2, file by file: keep each candidate whose nearest centroid (inner product) is a target centroid.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 
-from sfcomp.errors import BadInputError
+from sfcomp import uids as U
+from sfcomp.errors import BadInputError, SfcompError
+from sfcomp.pool import npz_path
 
-DATACOMP_NUM_CLUSTERS = 100_000
-KMEANS_NITER = 20
-MIN_POINTS_PER_CENTROID = 39  # faiss's own floor for a meaningful k-means
+from . import centroids as C
+from . import langid as L
+from . import reader as R
+from . import rules
+from .clip_score import score_column, score_threshold
+from .options import (ARCH, CENTROIDS, FASTTEXT_MODEL, FRACTION, IMAGE_BASED_TARGETS, KMEANS_SAMPLE,
+                      NUM_CLUSTERS, SEED, THRESHOLD)
+from .spec import Baseline, BaselineArgs, Run, sum_counts
 
-
-def auto_num_clusters(n_train: int) -> int:
-    """DataComp's 100,000 centroids, or fewer on a small pool so each has at least 39 training points."""
-    return max(1, min(DATACOMP_NUM_CLUSTERS, n_train // MIN_POINTS_PER_CENTROID))
-
-
-def train_kmeans(x: np.ndarray, k: int, seed: int = 0, niter: int = KMEANS_NITER) -> np.ndarray:
-    """faiss k-means as DataComp's clustering script: L2, `niter` iterations, all points used. -> (k, d) float32."""
-    import faiss
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n, d = x.shape
-    if not 1 <= k <= n:
-        raise ValueError(f"k-means needs 1 <= k <= number of points, got k={k} for {n} points")
-    clus = faiss.Clustering(d, k)
-    clus.niter = niter
-    clus.seed = int(seed)
-    clus.max_points_per_centroid = 10_000_000  # no subsampling of the training set
-    clus.verbose = False
-    index = faiss.IndexFlatL2(d)
-    clus.train(x, index)
-    return faiss.vector_to_array(clus.centroids).reshape(k, d).astype(np.float32)
+KEY = "l14_img"
 
 
-def nearest_centroid(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarray:
-    """Index of the centroid with the largest inner product, per row of `x` (int64)."""
-    import faiss
-
-    c = np.ascontiguousarray(centroids, dtype=np.float32)
-    index = faiss.IndexFlatIP(c.shape[1])
-    index.add(c)
-    out = np.empty(len(x), dtype=np.int64)
-    for i in range(0, len(x), batch):
-        _, ids = index.search(np.ascontiguousarray(x[i : i + batch], dtype=np.float32), 1)
-        out[i : i + batch] = ids[:, 0]
-    return out
+def _caption_filter(path: str, spec: L.LangIdSpec, column: str | None, threshold: float | None) -> tuple:
+    """The caption-filter mask, and the candidate mask (caption AND score, if any)."""
+    cols = ["text"] + ([column] if column else [])
+    t = R.read_columns(path, cols)
+    texts = R.column_texts(t)
+    cheap = rules.image_caption_mask(texts, np.ones(len(texts), dtype=bool))
+    caption = L.english_where(spec, texts, cheap)
+    score = rules.at_least(R.column_numpy(t, column), threshold) if column else np.ones(len(texts), bool)
+    return caption, caption & score, {"rows": t.num_rows, "score_rule": int(score.sum())}
 
 
-def load_embedding_file(path: str | os.PathLike, key: str = "l14_img") -> np.ndarray:
-    """A 2-D float array from .npy, .npz (array `key`, or its only array) or a torch .pt
-    (a tensor, or DataComp's {"image_features": tensor})."""
-    p = Path(path)
-    if not p.is_file():
-        raise BadInputError(p, "embedding file does not exist")
-    try:
-        if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        elif p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                names = z.files
-                if key in names:
-                    arr = z[key]
-                elif len(names) == 1:
-                    arr = z[names[0]]
-                else:
-                    raise BadInputError(p, f"npz has no array {key!r} (has: {', '.join(names)})")
-        elif p.suffix in (".pt", ".pth"):
-            import torch
-
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-            if isinstance(obj, dict):
-                if "image_features" not in obj:
-                    raise BadInputError(p, f"torch file has no 'image_features' (has: {', '.join(map(str, obj))})")
-                obj = obj["image_features"]
-            arr = obj.float().numpy() if hasattr(obj, "float") else np.asarray(obj)
-        else:
-            raise BadInputError(p, "unknown embedding file type (expected .npy, .npz or .pt)")
-    except BadInputError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise BadInputError(p, f"unreadable embedding file ({type(e).__name__}: {e})") from None
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise BadInputError(p, f"expected a non-empty 2-D array of embeddings, got shape {arr.shape}")
-    if arr.dtype.kind != "f":
-        raise BadInputError(p, f"expected float embeddings, got dtype {arr.dtype}")
-    return arr
+def _pool_centroids(run: Run, caption_masks: list[np.ndarray]) -> np.ndarray:
+    a = run.args
+    if a.centroids:
+        centroids = C.load_embedding_file(a.centroids).astype(np.float32)
+        run.sidecar["centroids"] = {"source": str(a.centroids), "k": len(centroids)}
+        return centroids
+    seed = 0 if a.seed is None else a.seed
+    rng = np.random.default_rng(seed)
+    train = []
+    for path, n, mask in zip(run.files, run.file_rows, caption_masks):
+        rows = np.flatnonzero(mask)
+        if a.kmeans_sample is not None:
+            rows = np.sort(rng.choice(rows, size=int(len(rows) * a.kmeans_sample), replace=False))
+        if len(rows):
+            train.append(R.npz_rows(path, KEY, n)[rows].astype(np.float32))
+    if not train:
+        raise SfcompError(f"{a.name}: no caption passes the caption filter: nothing to cluster")
+    x = np.concatenate(train)
+    del train
+    k = a.num_clusters or C.auto_num_clusters(len(x))
+    if k > len(x):
+        raise SfcompError(f"{a.name}: --num-clusters {k} exceeds the {len(x)} caption-filtered samples")
+    run.log(f"k-means: {k} centroids over {len(x)} caption-filtered {KEY} embeddings (faiss, "
+            f"{C.KMEANS_NITER} iterations, seed {seed})")
+    centroids = C.train_kmeans(x, k, seed=seed)
+    run.sidecar["centroids"] = {"source": f"faiss k-means over caption-filtered {KEY}", "k": k,
+                                "train_points": len(x), "niter": C.KMEANS_NITER, "seed": seed,
+                                "sample": a.kmeans_sample, "datacomp_k": C.DATACOMP_NUM_CLUSTERS}
+    return centroids
 
 
-def load_targets(paths: Sequence[str | os.PathLike], dim: int | None = None) -> np.ndarray:
-    arrs = [load_embedding_file(p) for p in paths]
-    for p, a in zip(paths, arrs):
-        if dim is not None and a.shape[1] != dim:
-            raise BadInputError(p, f"target embeddings are {a.shape[1]}-d but the pool's l14_img is {dim}-d")
-    return np.concatenate([a.astype(np.float32) for a in arrs])
+def select_image_based(run: Run) -> list:
+    return _select(run, None, None)
 
 
-def target_centroid_ids(targets: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Sorted unique ids of the centroids nearest to some target embedding."""
-    return np.unique(nearest_centroid(targets, centroids))
+def select_intersect_clip_score(run: Run) -> list:
+    threshold, column = score_threshold(run)
+    return _select(run, column, threshold)
+
+
+def _select(run: Run, column: str | None, threshold: float | None) -> list:
+    a = run.args
+    passes = run.map(_caption_filter, run.lang, column, threshold)
+    caption_masks = [p[0] for p in passes]
+    candidate_masks = [p[1] for p in passes]
+    counts = sum_counts([p[2] for p in passes])
+    centroids = _pool_centroids(run, caption_masks)
+    dim = centroids.shape[1]
+    targets = C.load_targets(a.image_based_targets, dim)
+    wanted = C.target_centroid_ids(targets, centroids)
+    run.sidecar["targets"] = {"files": list(a.image_based_targets), "embeddings": len(targets),
+                              "target_centroids": len(wanted)}
+    run.log(f"targets: {len(targets)} embeddings -> {len(wanted)} of {len(centroids)} centroids")
+    results = []
+    for path, n, mask in zip(run.files, run.file_rows, candidate_masks):
+        rows = np.flatnonzero(mask)
+        keep = np.zeros(n, dtype=bool)
+        if len(rows):
+            emb = R.npz_rows(path, KEY, n)
+            if emb.shape[1] != dim:
+                raise BadInputError(npz_path(path), f"{KEY} is {emb.shape[1]}-d but the centroids are {dim}-d")
+            near = C.nearest_centroid(emb[rows], centroids)
+            keep[rows[np.isin(near, wanted)]] = True
+        t = R.read_columns(path, ["uid"])
+        results.append((R.uids_of(t, path, keep), {}))
+    counts["caption_rule"] = int(sum(m.sum() for m in caption_masks))
+    counts["candidates"] = int(sum(m.sum() for m in candidate_masks))
+    counts.pop("rows", None)
+    results.append((np.empty(0, U.UID_DTYPE), counts))
+    return results
+
+
+def _centroids_xor_k(a: BaselineArgs) -> str | None:
+    if a.centroids and a.num_clusters:
+        return "--num-clusters is for computing centroids; it cannot be combined with --centroids"
+    return None
+
+
+def _columns(a: BaselineArgs) -> tuple[str, ...]:
+    return ("text", *score_column(a))
+
+
+IMAGE_OPTIONS = (FASTTEXT_MODEL, SEED, IMAGE_BASED_TARGETS, CENTROIDS, NUM_CLUSTERS, KMEANS_SAMPLE)
+_IMAGE = dict(columns=_columns, npz_keys=(KEY,), language_id="fasttext", check=_centroids_xor_k)
+
+BASELINES = (
+    Baseline("image_based", "English captions whose image's nearest centroid is a target's (ImageNet-1k)",
+             select_image_based, options=IMAGE_OPTIONS, required=(IMAGE_BASED_TARGETS,), **_IMAGE),
+    Baseline("image_based_intersect_clip_score", "image_based, among the rows passing the CLIP score threshold",
+             select_intersect_clip_score, options=(ARCH, THRESHOLD, FRACTION, *IMAGE_OPTIONS),
+             required=(ARCH, IMAGE_BASED_TARGETS), one_of=((FRACTION, THRESHOLD),), **_IMAGE),
+)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def parquet_files(metadata_dir: str) -> list[str]:
     return list_metadata(metadata_dir)
 
 
-def check_columns(files: Sequence[str], columns: Sequence[str]) -> list[int]:
+def check_columns(files: Sequence[str], columns: Sequence[str], needed_by: str = "this baseline") -> list[int]:
     """Fail fast (before any work) when a parquet lacks a needed column; return each file's row count."""
     import fsspec
     import pyarrow.parquet as pq
@@ -45,7 +46,7 @@ def check_columns(files: Sequence[str], columns: Sequence[str]) -> list[int]:
             raise BadInputError(path, f"unreadable parquet ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         missing = [c for c in columns if c not in names]
         if missing:
-            raise BadInputError(path, f"parquet has no column {missing[0]!r}, needed by this baseline "
+            raise BadInputError(path, f"parquet has no column {missing[0]!r}, needed by {needed_by} "
                                       f"(has: {', '.join(names)})")
     return rows
 
@@ -89,12 +90,18 @@ def check_npz(files: Sequence[str], rows: Sequence[int], key: str) -> int:
 
 def map_files(func: Callable[..., Any], files: Sequence[str], num_workers: int, *args: Any) -> list[Any]:
     """`[func(path, *args) for path in files]`, one file per task over `num_workers` processes, in file order."""
+    return map_per_file(func, files, [args] * len(files), num_workers)
+
+
+def map_per_file(func: Callable[..., Any], files: Sequence[str], per_file_args: Sequence[tuple],
+                 num_workers: int) -> list[Any]:
+    """`[func(path, *a) for path, a in zip(files, per_file_args)]` over `num_workers` processes, in file order."""
     workers = max(1, min(int(num_workers), len(files)))
     if workers == 1:
-        return [func(path, *args) for path in files]
+        return [func(path, *a) for path, a in zip(files, per_file_args)]
     ctx = mp.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        futures = [ex.submit(func, path, *args) for path in files]
+        futures = [ex.submit(func, path, *a) for path, a in zip(files, per_file_args)]
         return [f.result() for f in futures]
 
 

@@ -10,7 +10,7 @@ A missing caption (null) counts as the empty string: it fails every caption rule
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -130,7 +130,3 @@ def text_entity_mask(texts: Sequence[str | None], first_synset_offset: Callable[
                 break
     return out
 
-
-def english_mask(labels: Sequence[str]) -> np.ndarray:
-    """Language labels (without fastText's `__label__` prefix) -> `label == "en"`."""
-    return np.fromiter((x == "en" for x in labels), dtype=bool, count=len(labels))

@@ -37,7 +37,7 @@ def naive(name: str, metadata_dir: str, save_path: str, fraction: float | None, 
         threshold = -np.sort(-df[key].values)[int(len(df) * fraction)]
         kept = df.uid[df[key] >= threshold].values
     elif name == "basic_filter":
-        from baselines.langid import _load, fasttext_spec
+        from sfcomp.baselines.langid import _load, fasttext_spec
 
         model = _load(fasttext_spec())
         df = pd.concat([pd.read_parquet(f, columns=["uid", "text", "original_width", "original_height"])

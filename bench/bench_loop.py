@@ -93,7 +93,8 @@ def speed(args) -> dict:
                             preset, args.train_steps, seed=0, progress=False)
         return args.train_steps * tb, c
 
-    bare_score(); bare_train()  # warm-up
+    bare_score()  # warm-up
+    bare_train()
     res = {f"{k}_{u}": [] for k in ("bare_score", "loop_score", "bare_train", "loop_train") for u in ("wall", "cpu")}
     for _ in range(args.repeats):
         for name, fn in (("bare_score", bare_score), ("loop_score", loop_score),

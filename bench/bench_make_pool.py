@@ -14,14 +14,12 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from sfcomp.makepool import PoolBuilder  # noqa: E402
+from sfcomp.makepool import PoolBuilder
 
 
 def build_once(out: Path, size: int, direct: bool, reuse: Path | None, args) -> dict:

@@ -9,20 +9,29 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from sfcomp import uids as U
+from sfcomp.eval.reshard import reshard
 
-from eval.reshard import reshard  # noqa: E402
-from poolfactory import write_tiny_pool  # noqa: E402
-from sfcomp import uids as U  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tests_module(name: str):
+    """A helper module of the test suite (tests/NAME.py), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+write_tiny_pool = _tests_module("poolfactory").write_tiny_pool
 
 
 def main() -> None:

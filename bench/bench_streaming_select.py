@@ -25,15 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from sfcomp.scorefile import score_info, write_scores
+from sfcomp.uids import UID_DTYPE
 
-from sfcomp.scorefile import score_info, write_scores  # noqa: E402
-from sfcomp.uids import UID_DTYPE  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-sys.path.insert(0, {root!r})
 t0 = time.perf_counter()
 mode, out, paths, kw = {mode!r}, {out!r}, {paths!r}, {kw!r}
 timings = {{}}

@@ -7,17 +7,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 import pyarrow as pa
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import machine, median  # noqa: E402
+from common import machine, median
 
-from sfcomp import uids as U  # noqa: E402
+from sfcomp import uids as U
 
 
 def naive(hexes: list[str], path: str) -> None:

@@ -8,17 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tarfile
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, os.path.dirname(__file__))
-from common import PEAK_MB_SNIPPET, machine, median, run_child  # noqa: E402
+from common import PEAK_MB_SNIPPET, machine, median, run_child
 
-from sfcomp import uids as U  # noqa: E402
+from sfcomp import uids as U
 
 
 def make_pool(root: str, n: int, n_files: int = 26, per_shard: int = 10_000, seed: int = 0) -> np.ndarray:

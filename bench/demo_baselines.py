@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 
 def heldout_targets(pool: Path, out: Path) -> Path:
@@ -62,18 +61,13 @@ def main() -> None:
     ap.add_argument("--targets", default=None, help="image-based targets file [held-out clean split, computed]")
     args = ap.parse_args()
 
-    import pyarrow.parquet as pq
-
-    from baselines.apply import BaselineArgs, run_baseline
-    from sfcomp import uids as U
+    from sfcomp.baselines.apply import BaselineArgs, run_baseline
+    from sfcomp.truth import clean_precision, read_truth, truth_path
 
     pool, out = Path(args.pool), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = str(pool / "metadata")
-    truth = pq.read_table(pool / "truth.parquet", columns=["uid", "clean"]).to_pandas()
-    truth_uids = U.hex_to_uids(truth["uid"].to_numpy(), pool / "truth.parquet")
-    order = np.lexsort((truth_uids["f1"], truth_uids["f0"]))
-    truth_sorted, clean_sorted = truth_uids[order], truth["clean"].to_numpy(bool)[order]
+    truth = read_truth(truth_path(pool), ["clean"])
     targets = args.targets or str(heldout_targets(pool, out / "heldout_l14_img.npy"))
 
     runs = [
@@ -100,17 +94,14 @@ def main() -> None:
             rows.append((tag, f"failed: {e}", "", "", ""))
             continue
         sub = np.load(path)
-        idx = np.searchsorted(truth_sorted["f0"], sub["f0"])  # uids are unique random: f0 alone locates them
-        found = (idx < len(truth_sorted))
-        found[found] &= (truth_sorted["f0"][idx[found]] == sub["f0"][found]) & \
-                        (truth_sorted["f1"][idx[found]] == sub["f1"][found])
-        precision = float(clean_sorted[idx[found]].mean()) if found.any() else float("nan")
+        precision = clean_precision(sub, truth)
+        precision = float("nan") if precision is None else precision
         lang = side.get("language_id", {})
         rows.append((tag, len(sub), f"{100 * len(sub) / side['pool_rows']:.1f}%", f"{precision:.3f}",
                      f"{time.time() - t0:.1f}" + (f" ({lang.get('model_name') or lang.get('package')})" if lang else "")))
         print(json.dumps({"baseline": tag, "kept": len(sub), "precision": precision}), file=sys.stderr, flush=True)
-    print(f"\nDemo pool {pool} ({int(len(truth))} rows in truth.parquet, clean base rate "
-          f"{truth['clean'].mean():.3f}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print(f"\nDemo pool {pool} ({len(truth.uids)} rows in truth.parquet, clean base rate "
+          f"{truth.columns['clean'].astype(bool).mean():.3f}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print("| baseline | subset size | of pool | clean precision | seconds (language model) |")
     print("|---|---|---|---|---|")
     for r in rows:

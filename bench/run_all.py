@@ -3,12 +3,13 @@
     python bench/run_all.py --pool POOL --eval EVAL [--out bench/out/bench] [--seeds 0,1,2] [--jobs 2] [--dry-run]
 
 Arms (each a subset of POOL, trained with `sfcomp train-eval` at the same scale and samples seen, one run per
-seed; a method whose input the pool lacks is skipped with a note, never a crash):
+seed; a method whose input the pool lacks is skipped with a note, checked up front; any other failure is
+listed and makes the bench exit 1 once the other arms are done):
     no_filter            every uid (`sfcomp baseline no_filter`)
     random_30            `sfcomp baseline random --fraction F --seed S` (a new draw per seed)
     clip_l14_30          reference CLIP score, `sfcomp baseline clip_score --arch l14 --fraction F`
     clip_b32_30          the same with the B/32 score (needs clip_b32_similarity_score)
-    laion2b              more `sfcomp baseline` names (--extra-baselines), if they run offline here
+    laion2b              more `sfcomp baseline` names (--extra-baselines)
     sf_r1                self-filtering after 1 round: the top F of round 0's scores (round 0 trains on the whole
                          pool, so it is one run shared by every mix: `sfcomp run --round0-from`)
     sf_<mix>_r<k>        after k rounds of `sfcomp run` with mix <top>+<random>: `sfcomp export-subset --scores
@@ -17,7 +18,7 @@ seed; a method whose input the pool lacks is skipped with a note, never a crash)
 `--jobs` processes at once (torch `--threads` each), loop rounds first since every self-filtering arm waits on
 them. Everything is resumable: finished subsets, loop rounds and runs are skipped. Results: OUT/results.md (the
 table, then each method against no filter, random, reference CLIP score and the oracle), OUT/results.png,
-OUT/bench.json (command, date, machine, timings, skipped arms).
+OUT/bench.json (command, date, machine, timings, skipped arms, failures).
 """
 from __future__ import annotations
 
@@ -33,10 +34,9 @@ import itertools
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from sfcomp.atomic import write_json
 
-from sfcomp.atomic import write_json  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sfcomp(*args: str, log) -> subprocess.CompletedProcess:
@@ -71,18 +71,14 @@ def pool_columns(pool: Path) -> set[str]:
 
 
 def oracle_subset(pool: Path, out: Path) -> int:
-    import numpy as np
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
+    """Every uid truth.parquet marks clean that the pool's metadata has: the oracle arm's subset."""
     from sfcomp import uids as U
     from sfcomp.pool import Pool
+    from sfcomp.truth import read_truth, truth_path
 
-    truth = pq.read_table(pool / "truth.parquet", columns=["uid", "clean"])
-    clean = U.hex_to_uids(truth.filter(pc.equal(truth.column("clean"), True)).column("uid"))
+    clean = read_truth(truth_path(pool), ["clean"]).clean_uids()
     meta = U.sort_uids(Pool(str(pool)).metadata_uids())
-    keep = clean[U.isin_sorted(clean, meta)]
-    return len(U.write_subset(out, np.asarray(keep)))
+    return len(U.write_subset(out, clean[U.isin_sorted(clean, meta)]))
 
 
 class Scheduler:
@@ -136,6 +132,7 @@ class Bench:
         self.out = Path(a.out).resolve()
         self.subsets = self.out / "subsets"
         self.notes: list[str] = []
+        self.failures: list[str] = []
         self.timings: dict[str, float] = {}
         self.arms: list[tuple[str, dict[int, Path]]] = []  # (method, {seed: subset})
         self.order: list[str] = []  # table order: baselines, self-filtering, oracle
@@ -154,8 +151,16 @@ class Bench:
                 f.write(line + "\n")
 
     def skip(self, arm: str, why: str) -> None:
+        """An arm left out for a precondition checked up front (a command or a pool column that is missing)."""
         self.notes.append(f"{arm}: skipped: {why}")
         self.log(f"skip {arm}: {why}")
+
+    def fail(self, arm: str, r: subprocess.CompletedProcess, what: str) -> None:
+        """A command that should have worked did not: the bench goes on with the other arms, then exits 1."""
+        why = (r.stderr.strip().splitlines() or [f"{what} failed"])[-1]
+        with self.lock:
+            self.failures.append(f"{arm}: {what} exited {r.returncode}: {why}")
+        self.log(f"FAILED {arm}: {what} exited {r.returncode}: {why}")
 
     def timed(self, key: str, fn):
         t0 = time.time()
@@ -181,7 +186,7 @@ class Bench:
             args += ["--seed", str(seed)]
         r = self.timed(f"subset {arm}", lambda: sfcomp(*args, log=self.log))
         if r.returncode != 0:
-            self.skip(arm, (r.stderr.strip().splitlines() or ["failed"])[-1])
+            self.fail(arm, r, f"sfcomp baseline {name}")
             return None
         return path
 
@@ -191,8 +196,10 @@ class Bench:
         for why in filter(None, (command_available("run"), command_available("export-subset"))):
             self.skip("self-filtering", why)
             return
-        score_types = [x.strip() for x in self.a.score_types.split(",") if x.strip()]
-        base: Path | None = None
+        from sfcomp.scoretypes import SCORE_TYPES
+
+        score_types = [x.strip() for x in self.a.score_types.split(",") if x.strip()]  # checked in run()
+        bases: dict[tuple[str, ...], Path] = {}  # one round 0 per set of a score type's own run options
         for score, mix in ((sc, m) for sc in score_types for m in self.a.mixes.split(",")):
             top, rnd = (float(x) for x in mix.split(":"))
             suffix = f"_{score}" if len(score_types) > 1 else ""
@@ -200,7 +207,8 @@ class Bench:
             work = self.out / "loop" / tag
             args = ["run", "--pool", str(self.pool), "--workdir", str(work), "--rounds", str(self.a.rounds),
                     "--top-frac", str(top), "--random-frac", str(rnd), "--seed", str(self.a.loop_seed), "--quiet",
-                    "--score", score]
+                    "--score", score, *SCORE_TYPES[score].run_args]
+            base = bases.get(SCORE_TYPES[score].run_args)
             if self.a.loop_steps:
                 args += ["--steps", str(self.a.loop_steps)]
             if self.a.threads:
@@ -213,8 +221,7 @@ class Bench:
                     continue  # round 0's scores are shared: the same subset as the first mix's sf_r1
                 arms.append((f"sf{suffix}_r1" if k == 1 else f"{tag}_r{k}", work / f"round_{k - 1:02d}" / "scores.npy"))
             self.loops.append((tag, args, arms))
-            if base is None:
-                base = work
+            bases.setdefault(SCORE_TYPES[score].run_args, work)
             for arm, _ in arms:
                 self.order.append(arm)
 
@@ -225,16 +232,16 @@ class Bench:
         else:
             r = self.timed(f"loop {tag}", lambda: sfcomp(*args, log=self.log))
             if r.returncode != 0:
-                self.skip(tag, (r.stderr.strip().splitlines() or ["sfcomp run failed"])[-1])
+                self.fail(tag, r, "sfcomp run")
                 return
         for arm, scores in arms:
             path = self.subsets / f"{arm}.npy"
             if not path.exists() and not self.a.dry_run:
-                r = self.timed(f"subset {arm}", lambda: sfcomp(
+                r = self.timed(f"subset {arm}", lambda scores=scores, path=path: sfcomp(
                     "export-subset", "--scores", str(scores), "--top-frac", str(self.a.fraction),
                     "--random-frac", "0", "-o", str(path), log=self.log))
                 if r.returncode != 0:
-                    self.skip(arm, (r.stderr.strip().splitlines() or ["export failed"])[-1])
+                    self.fail(arm, r, "sfcomp export-subset")
                     continue
             self.add_arm(arm, {s: path for s in self.seeds})
 
@@ -317,7 +324,7 @@ class Bench:
             if first:
                 data_lock.release()
         if r.returncode != 0:
-            self.skip(f"{arm} seed {s}", (r.stderr.strip().splitlines() or ["train-eval failed"])[-1])
+            self.fail(f"{arm} seed {s}", r, "sfcomp train-eval")
 
     def execute(self) -> None:
         """`--jobs` processes at once, by priority: loop runs (the critical path: round 0, then every mix's
@@ -352,6 +359,13 @@ class Bench:
         if not self.eval.is_dir():
             print(f"error: {self.eval}: eval folder does not exist", file=sys.stderr)
             return 2
+        from sfcomp.scoretypes import SCORE_TYPES
+
+        unknown = [x.strip() for x in self.a.score_types.split(",") if x.strip() and x.strip() not in SCORE_TYPES]
+        if unknown:
+            print(f"error: --score-types: unknown score type {unknown[0]!r} (registered: {', '.join(SCORE_TYPES)})",
+                  file=sys.stderr)
+            return 2
         self.log(f"bench: pool {self.pool}, eval {self.eval}, seeds {self.seeds}, scale {self.a.scale}, "
                  f"samples seen {self.a.samples_seen or 'scale default'}")
         self.build_subsets()
@@ -360,7 +374,7 @@ class Bench:
         if self.a.dry_run:
             self.log(f"{len(self.arms)} arms x {len(self.seeds)} seeds planned; notes: {self.notes}")
             return 0
-        from eval.compare import compare
+        from sfcomp.eval.compare import compare
 
         runs = [self.out / "runs" / arm for arm, _ in self.arms if (self.out / "runs" / arm).exists()]
         md = compare(runs, self.out / "results.md", self.out / "results.png", order=[a for a, _ in self.arms]) \
@@ -373,8 +387,11 @@ class Bench:
             "pool": str(self.pool), "eval": str(self.eval), "seeds": self.seeds, "scale": self.a.scale,
             "samples_seen": self.a.samples_seen, "fraction": self.a.fraction, "mixes": self.a.mixes, "score_types": self.a.score_types,
             "rounds": self.a.rounds, "loop_steps": self.a.loop_steps, "only": self.a.only, "jobs": self.a.jobs, "threads": self.a.threads, "arms": [a for a, _ in self.arms], "notes": self.notes,
-            "timings_s": self.timings, "total_s": round(time.time() - t0, 1),
+            "failures": self.failures, "timings_s": self.timings, "total_s": round(time.time() - t0, 1),
         })
+        if self.failures:
+            print(f"error: {len(self.failures)} bench command(s) failed:", *self.failures, sep="\n  ", file=sys.stderr)
+            return 1
         return 0
 
 
@@ -403,12 +420,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="self-filtering mixes, top:random[,top:random]: sfcomp run's default first, then the sweep's runner-up")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--score-types", default="crossfit",
-                   help="comma-separated `sfcomp run --score` types to sweep (crossfit, cosine, ckpt_avg)")
+                   help="comma-separated `sfcomp run --score` types to sweep (sfcomp/scoretypes.py: crossfit, cosine, "
+                        "ckpt_avg, ...)")
     p.add_argument("--loop-seed", type=int, default=0)
     p.add_argument("--loop-steps", type=int, default=100,
                    help="training steps per in-loop model (0 = the loop preset's own)")
     p.add_argument("--extra-baselines", default="laion2b",
-                   help="more `sfcomp baseline` names without options (skipped if they cannot run offline)")
+                   help="more `sfcomp baseline` names without options (one that fails fails the bench)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (1: with --jobs 2 each core runs one process)")
     p.add_argument("--jobs", type=int, default=2, help="loop runs / train-evals at once")

@@ -4,9 +4,11 @@
 
 For every pool (each needs truth.parquet) and every (score type, mix): `sfcomp run` for R rounds, all runs of a
 pool sharing one round 0 (`--round0-from`: round 0 trains on the whole pool, so its models and scores do not
-depend on the mix or on the score that selects; a score type needing other round-0 work, ckpt_avg's snapshots,
-gets its own). After round k-1 the run's own score ranks the pool and its top `--fraction` (the exported subset,
-as `sfcomp export-subset --top-frac`) is measured against truth.parquet:
+depend on the mix or on the score that selects; score types needing other round-0 work, such as ckpt_avg's
+snapshots, share one of their own). The score types and the `sfcomp run` options each needs come from the
+registry (sfcomp/scoretypes.py). After round k-1 the run's own score ranks the pool and its top `--fraction`
+(the exported subset: the rule of `sfcomp export-subset --top-frac`, `sfcomp.select.top_fraction_mask`) is
+measured against truth.parquet:
     precision      clean share of the subset
     class_balance  entropy of the subset's image classes / log(number of classes) (1 = even)
     memorised      noisy samples of the `random_string` type in the subset (what in-sample scores let through)
@@ -28,13 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from run_all import sfcomp
+from sfcomp.atomic import atomic_open, write_json
+from sfcomp.scoretypes import SCORE_TYPES
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from run_all import sfcomp  # noqa: E402 - bench/ is sys.path[0] for a script
-from sfcomp.atomic import atomic_open, write_json  # noqa: E402
-
-SNAPSHOTS = "0.5,0.75"
 
 
 def tag_of(score: str, mix: str) -> str:
@@ -43,16 +43,11 @@ def tag_of(score: str, mix: str) -> str:
 
 
 def load_truth(pool: Path) -> dict[str, np.ndarray]:
-    import pyarrow.parquet as pq
+    from sfcomp.truth import read_truth, truth_path
 
-    from sfcomp import uids as U
-
-    t = pq.read_table(pool / "truth.parquet").to_pandas()
-    u = U.hex_to_uids(t["uid"].to_numpy(), pool / "truth.parquet")
-    order = np.lexsort((u["f1"], u["f0"]))
-    return {"uids": u[order], "clean": t["clean"].to_numpy(bool)[order],
-            "noise_type": t["noise_type"].astype(str).to_numpy()[order],
-            "class": t["class"].to_numpy()[order]}
+    t = read_truth(truth_path(pool), ["clean", "noise_type", "class"])
+    return {"truth": t, "clean": t.columns["clean"].astype(bool), "noise_type": t.columns["noise_type"].astype(str),
+            "class": t.columns["class"]}
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:
@@ -74,18 +69,16 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
 def measure(scores_path: Path, field: str, truth: dict, fraction: float) -> dict:
     """Metrics of the top `fraction` (of the scored samples, as export-subset counts) by `field`."""
     from sfcomp.scorefile import read_scores
+    from sfcomp.select import top_fraction_mask
 
     arr = read_scores(scores_path, mmap=False)
-    u = truth["uids"]
-    pos = np.searchsorted(u["f0"], arr["f0"])  # score files and truth are both uid-sorted
-    pos = np.minimum(pos, len(u) - 1)
-    ok = (u["f0"][pos] == arr["f0"]) & (u["f1"][pos] == arr["f1"])
-    if not ok.all():
-        raise SystemExit(f"error: {scores_path}: {int((~ok).sum())} scored uids are missing from truth.parquet")
+    pos = truth["truth"].locate(arr[["f0", "f1"]])
+    if (pos < 0).any():
+        raise SystemExit(f"error: {scores_path}: {int((pos < 0).sum())} scored uids are missing from truth.parquet")
     clean, noise, cls = truth["clean"][pos], truth["noise_type"][pos], truth["class"][pos]
     s = np.asarray(arr[field], np.float64)
-    k = int(round(fraction * len(s)))
-    top = np.argsort(-s, kind="stable")[:k]
+    top = np.flatnonzero(top_fraction_mask(arr[field], fraction, scores_path))
+    k = len(top)
     _, counts = np.unique(cls[top], return_counts=True)
     p = counts / counts.sum()
     n_classes = len(np.unique(cls))
@@ -113,10 +106,10 @@ class Sweep:
             f.write(line + "\n")
 
     def cells(self) -> list[tuple[str, str]]:
-        out = [("crossfit", m) for m in self.mixes] if "crossfit" in self.scores else []
-        for s in self.scores:
-            if s != "crossfit":
-                out += [(s, m) for m in self.cosine_mixes]
+        """The first of --scores over every --mixes, the others over --other-score-mixes."""
+        out = [(self.scores[0], m) for m in self.mixes] if self.scores else []
+        for s in self.scores[1:]:
+            out += [(s, m) for m in self.cosine_mixes]
         return out
 
     def run_loop(self, pool: Path, work: Path, score: str, mix: str, round0_from: Path | None,
@@ -125,8 +118,7 @@ class Sweep:
         args = ["run", "--pool", str(pool), "--workdir", str(work), "--rounds", str(rounds or self.a.rounds),
                 "--top-frac", top, "--random-frac", rnd, "--score", score, "--seed", str(self.a.loop_seed),
                 "--steps", str(self.a.loop_steps), "--quiet"]
-        if score == "ckpt_avg":
-            args += ["--snapshots", SNAPSHOTS]
+        args += list(SCORE_TYPES[score].run_args)  # what makes the loop compute this score type
         if round0_from is not None:
             args += ["--round0-from", str(round0_from)]
         if self.a.threads:
@@ -141,16 +133,17 @@ class Sweep:
     def run_pool(self, pool: Path) -> list[dict]:
         pool_out = self.out / pool.name
         cells = self.cells()
-        # one round 0 per round-0 setting: ckpt_avg's snapshots make its own
-        bases: dict[bool, tuple[str, str]] = {}
+        # one round 0 per round-0 setting: a score type's own run options (ckpt_avg's snapshots) make its own
+        bases: dict[tuple[str, ...], tuple[str, str]] = {}
         for score, mix in cells:
-            bases.setdefault(score == "ckpt_avg", (score, mix))
+            bases.setdefault(SCORE_TYPES[score].run_args, (score, mix))
         with ThreadPoolExecutor(max_workers=self.a.jobs) as ex:  # round 0 of each base, then all runs at once
             for f in [ex.submit(self.run_loop, pool, pool_out / tag_of(s, m), s, m, None, 1)
                       for s, m in bases.values()]:
                 f.result()
             futures = [ex.submit(self.run_loop, pool, pool_out / tag_of(s, m), s, m,
-                                 None if (s, m) in bases.values() else pool_out / tag_of(*bases[s == "ckpt_avg"]))
+                                 None if (s, m) in bases.values() else
+                                 pool_out / tag_of(*bases[SCORE_TYPES[s].run_args]))
                        for s, m in cells]
             for f in futures:
                 f.result()
@@ -210,6 +203,11 @@ class Sweep:
 
     def run(self) -> int:
         t0 = time.time()
+        unknown = [s for s in self.scores if s not in SCORE_TYPES]
+        if unknown:
+            print(f"error: --scores: unknown score type {unknown[0]!r} (registered: {', '.join(SCORE_TYPES)})",
+                  file=sys.stderr)
+            return 2
         pools = [Path(p).resolve() for p in self.a.pool]
         for p in pools:
             if not (p / "truth.parquet").exists():
@@ -238,10 +236,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pool", action="append", required=True, help="a pool with truth.parquet (repeat)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "sweep"))
     p.add_argument("--mixes", default="0.2:0.1,0.3:0.0,0.3:0.1,0.5:0.0,0.5:0.1",
-                   help="top:random mixes for the crossfit score")
-    p.add_argument("--scores", default="crossfit,cosine,ckpt_avg")
+                   help="top:random mixes for the first of --scores")
+    p.add_argument("--scores", default=",".join(SCORE_TYPES), help="score types (default: every registered one)")
     p.add_argument("--other-score-mixes", default="0.3:0.1",
-                   help="mixes run with the score types other than crossfit")
+                   help="mixes run with the other score types")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--fraction", type=float, default=0.3, help="exported subset size, as a fraction of the pool")
     p.add_argument("--tie", type=float, default=0.005,

@@ -11,12 +11,13 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from sfcomp.atomic import atomic_open
 from sfcomp.errors import BadInputError
+from sfcomp.guard import check_outputs
 
 from .evaluate import read_results
 
@@ -208,7 +209,12 @@ def plot(rows: Sequence[MethodRow], path: str | os.PathLike) -> None:
 def compare(paths: Sequence[str | os.PathLike], out_md: str | os.PathLike | None = None,
             out_png: str | os.PathLike | None = None, order: Sequence[str] | None = None) -> str:
     """Load runs, group by method (optionally in `order`), write the markdown table / PNG; return the table."""
-    runs = [load_run(p) for p in expand_paths(paths)]
+    found = expand_paths(paths)
+    read = [f for p in found for f in ((p, p.parent / "run.json") if p.is_file()
+                                        else (p / "eval_results.jsonl", p / "run.json"))]
+    check_outputs([out_md], read, what="--md")
+    check_outputs([out_png], read, what="--png")
+    runs = [load_run(p) for p in found]
     rows = group(runs)
     if order:
         rank = {m: i for i, m in enumerate(order)}

@@ -7,11 +7,11 @@ Task folders (clip_benchmark's build_wds_dataset layout):
 An eval dir is either DataComp's download (DATA_DIR/wds_<key, / -> ->_test, tasks and main metrics from
 DataComp's tasklist) or any folder of task folders (main metric: acc1, or mean_recall@1 for retrieval).
 
-The metrics are sfcomp's own implementation of clip_benchmark 1.4.0's (the release DataComp pins; it cannot be
-installed beside torch>=2 with its dependencies): class embedding = mean of the L2-normalised template embeddings,
-re-normalised; logits = 100 * image @ classes; acc1, acc5 (None under 5 classes), mean_per_class_recall
-(sklearn's balanced accuracy: mean recall over the classes present); retrieval recall@1/5/10 each way (an image
-counts as found for a text when it is in the text's top k) and mean_recall@1 = their mean at k=1, as DataComp.
+The metrics are clip_benchmark 1.4.0's own functions (the release DataComp pins; installed with --no-deps, since
+its metadata pins torch<2): class embedding = mean of the L2-normalised template embeddings, re-normalised;
+logits = 100 * image @ classes; acc1, acc5 (None under 5 classes), mean_per_class_recall (sklearn's balanced
+accuracy); retrieval recall@1/5/10 each way by its recall_at_k, and mean_recall@1 = their mean at k=1, as DataComp.
+tests/test_clip_benchmark_equality.py checks the whole task evaluation against clip_benchmark's evaluate().
 Output: eval_results.jsonl, one line per task in DataComp's format {"key", "dataset", "metrics": {...,
 "main_metric"}} plus "eval_code" (this evaluator's version), written task by task (a rerun skips finished tasks),
 and eval_summary.json with the mean of main metrics.
@@ -26,7 +26,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from sfcomp.errors import BadInputError
 from .reshard import split_member
 
 TASKS_FILE = Path(__file__).parent / "configs" / "datacomp_tasks.json"
-EVAL_CODE = f"sfcomp-eval {SFCOMP_VERSION} (clip_benchmark 1.4.0 zero-shot metrics, reimplemented)"
+EVAL_CODE = f"sfcomp-eval {SFCOMP_VERSION} (clip_benchmark 1.4.0 metric functions)"
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
 # DataComp evaluates these task families with its own loaders (HF datasets, WILDS / fairness group metrics).
 UNSUPPORTED_PREFIXES = ("retrieval/", "misc/", "wilds/", "fairness/")
@@ -212,32 +212,54 @@ def zero_shot_classifier(model, tokenizer, classnames: Sequence[str], templates:
     return torch.stack(cols, dim=1)
 
 
+def _clip_benchmark(module: str):
+    """clip_benchmark's metrics module, or one line saying how to install it (its metadata pins torch<2)."""
+    import importlib
+
+    from sfcomp.errors import SfcompError
+
+    try:
+        return importlib.import_module(f"clip_benchmark.metrics.{module}")
+    except ImportError as e:
+        raise SfcompError(f"clip_benchmark 1.4.0 is needed for the eval metrics ({e}): "
+                          "pip install --no-deps clip_benchmark==1.4.0 scikit-learn") from None
+
+
 def classification_metrics(logits: np.ndarray, target: np.ndarray) -> dict:
-    """acc1, acc5 (None under 5 classes) and mean_per_class_recall, as DataComp computes them."""
-    n, n_classes = logits.shape
-    order = np.argsort(-logits, axis=1, kind="stable")
-    pred = order[:, 0]
-    acc1 = float((pred == target).mean())
-    acc5 = float((order[:, :5] == target[:, None]).any(axis=1).mean()) if n_classes >= 5 else None
-    present = np.unique(target)
-    recall = [float((pred[target == c] == c).mean()) for c in present]
-    return {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": float(np.mean(recall))}
+    """acc1, acc5 (None under 5 classes) and mean_per_class_recall, by clip_benchmark 1.4.0's own functions."""
+    import torch
+
+    zsc = _clip_benchmark("zeroshot_classification")
+    accuracy, balanced_accuracy_score = zsc.accuracy, zsc.balanced_accuracy_score
+
+    logits_t, target_t = torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(target, dtype=torch.long)
+    if logits_t.shape[1] >= 5:
+        acc1, acc5 = accuracy(logits_t, target_t, topk=(1, 5))
+    else:
+        (acc1,), acc5 = accuracy(logits_t, target_t, topk=(1,)), None
+    pred = logits_t.argmax(axis=1)
+    return {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": float(balanced_accuracy_score(target_t, pred))}
 
 
 def retrieval_metrics(text_emb: np.ndarray, image_emb: np.ndarray, text_image: np.ndarray,
                       ks: Sequence[int] = (1, 5, 10)) -> dict:
     """image_retrieval_recall@k (per text: its image in the top k images) and text_retrieval_recall@k (per
-    image: one of its texts in the top k texts), plus mean_recall@1. k is capped at the number of candidates."""
-    scores = text_emb @ image_emb.T  # (texts, images)
+    image: one of its texts in the top k texts), by clip_benchmark 1.4.0's recall_at_k (its tie-breaking
+    included), plus DataComp's mean_recall@1. k is capped at the number of candidates."""
+    import torch
+
+    recall_at_k = _clip_benchmark("zeroshot_retrieval").recall_at_k
+
+    scores = torch.as_tensor(text_emb, dtype=torch.float32) @ torch.as_tensor(image_emb, dtype=torch.float32).T
     n_text, n_img = scores.shape
-    rank_img = np.argsort(-scores, axis=1, kind="stable")
-    rank_txt = np.argsort(-scores.T, axis=1, kind="stable")
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(n_text), torch.as_tensor(text_image, dtype=torch.long)] = True
     out = {}
     for k in ks:
-        ki, kt = min(k, n_img), min(k, n_text)
-        out[f"image_retrieval_recall@{k}"] = float((rank_img[:, :ki] == text_image[:, None]).any(axis=1).mean())
-        hit = text_image[rank_txt[:, :kt]] == np.arange(n_img)[:, None]
-        out[f"text_retrieval_recall@{k}"] = float(hit.any(axis=1).mean())
+        hit_img = recall_at_k(scores, positive, min(k, n_img)) > 0
+        hit_txt = recall_at_k(scores.T, positive.T, min(k, n_text)) > 0
+        out[f"image_retrieval_recall@{k}"] = hit_img.float().mean().item()
+        out[f"text_retrieval_recall@{k}"] = hit_txt.float().mean().item()
     out["mean_recall@1"] = 0.5 * (out["image_retrieval_recall@1"] + out["text_retrieval_recall@1"])
     return out
 

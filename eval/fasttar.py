@@ -7,7 +7,8 @@ mtime 0), which tarfile and webdataset read.
 """
 from __future__ import annotations
 
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
+from collections.abc import Iterator
 
 BLOCK = 512
 _ZERO = bytes(BLOCK)

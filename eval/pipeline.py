@@ -9,32 +9,32 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
-
-from sfcomp import uids as U
 from sfcomp.atomic import write_json
 from sfcomp.errors import BadInputError
+from sfcomp.guard import check_outputs, is_url, pool_inputs, with_sidecars
 
 
 def clean_precision(subset_file: str | os.PathLike, truth_file: str | os.PathLike) -> float | None:
     """Share of the subset's distinct uids that truth.parquet marks clean (uids absent from truth ignored)."""
-    import pyarrow.parquet as pq
+    from sfcomp.truth import subset_clean_precision
 
-    truth = pq.read_table(truth_file, columns=["uid", "clean"])
-    t_uids = U.hex_to_uids(truth.column("uid"), truth_file)
-    order = np.argsort(t_uids, order=("f0", "f1"), kind="stable")
-    t_sorted, t_clean = t_uids[order], truth.column("clean").to_numpy(zero_copy_only=False)[order]
-    sub = U.unique_sorted(U.sort_uids(np.asarray(U.read_subset(subset_file))))
-    pos = np.searchsorted(t_sorted, sub)
-    pos_ok = pos < len(t_sorted)
-    hit = np.zeros(len(sub), dtype=bool)
-    hit[pos_ok] = t_sorted[pos[pos_ok]] == sub[pos_ok]
-    if not hit.any():
-        return None
-    return float(t_clean[pos[hit]].astype(bool).mean())
+    return subset_clean_precision(subset_file, truth_file)
+
+
+def _check_train_eval_outputs(out: Path, eval_dir, subset, pool, data, reshard_dir, truth, eval_cache) -> None:
+    """Input protection (sfcomp.guard): what train-eval writes vs what it reads, before anything is written."""
+    inputs = [eval_dir, *with_sidecars([subset]), data, truth]
+    if pool is not None and not is_url(pool):
+        inputs += pool_inputs(pool)
+    check_outputs([out / "run.json", out / "eval_results.jsonl", out / "eval_summary.json"], inputs, what="--out")
+    check_outputs([out / "train"], inputs, what="--out", kind="dir")
+    if data is None:
+        check_outputs([reshard_dir or out / "data"], inputs, what="--reshard-dir" if reshard_dir else "--out",
+                      kind="dir")
+    check_outputs([eval_cache], inputs, what="--eval-cache", kind="dir")
 
 
 def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str | os.PathLike | None = None,
@@ -51,6 +51,7 @@ def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str 
     from .train import train
 
     out = Path(out)
+    _check_train_eval_outputs(out, eval_dir, subset, pool, data, reshard_dir, truth, eval_cache)
     cfg = get_scale(scale)
     reshard_meta = None
     if data is None:
@@ -67,7 +68,7 @@ def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str 
             reshard_meta = json.loads(meta_path.read_text())
             subset = subset or reshard_meta.get("subset_file")
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "eval.train",
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "sfcomp.eval.train",
                "--scale", scale, "--data", str(data), "--out", str(out / "train"), "--seed", str(seed)]
         for flag, val in (("--samples-seen", samples_seen), ("--workers", workers), ("--precision", precision),
                           ("--threads", threads)):

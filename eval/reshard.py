@@ -15,21 +15,24 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from sfcomp import __version__ as SFCOMP_VERSION
 from sfcomp import uids as U
-from sfcomp.atomic import write_json
+from sfcomp.atomic import atomic_open, write_json
 from sfcomp.errors import BadInputError
+from sfcomp.guard import check_outputs, pool_inputs, with_sidecars
 from sfcomp.pool import Pool
 
 from . import fasttar
@@ -85,9 +88,10 @@ def _file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_sorted_subset(path: str | os.PathLike) -> np.ndarray:
-    """Read a subset and refuse it unless sorted (duplicates allowed: they mean upsampling)."""
+def load_sorted_subset(path: str | os.PathLike, allow_empty: bool = False) -> np.ndarray:
+    """Read a subset and refuse it unless sorted and not empty (duplicates allowed: they mean upsampling)."""
     arr = U.read_subset(path)
+    U.refuse_empty(len(arr), path, "0 uids", allow_empty, writing=False)
     i = U.first_unsorted(arr)
     if i is not None:
         raise BadInputError(path, f"subset is not sorted (entry {i + 1} < entry {i}); refusing to reshard, since "
@@ -162,13 +166,16 @@ def _expected_count(tar_path: str) -> int | None:
 
 
 class _ShardStream:
-    """The output shard being filled, streamed to a temp file (memory stays at one sample) and renamed into
-    place when complete; `abort` removes the temp file."""
+    """The output shard being filled, streamed through sfcomp.atomic.atomic_open (memory stays at one sample):
+    `close` renames it into place, `abort` removes the temp file."""
+
+    class _Aborted(Exception):
+        pass
 
     def __init__(self, path: Path):
         self.path = path
-        self.tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-        self.f = open(self.tmp, "wb", buffering=1 << 20)
+        self._cm = atomic_open(path, "wb", buffering=1 << 20)
+        self.f = self._cm.__enter__()
         self.count = 0
 
     def write(self, key: str, sample: dict[str, bytes]) -> None:
@@ -179,14 +186,10 @@ class _ShardStream:
 
     def close(self) -> None:
         fasttar.finish(self.f)
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.path)
+        self._cm.__exit__(None, None, None)
 
     def abort(self) -> None:
-        self.f.close()
-        self.tmp.unlink(missing_ok=True)
+        self._cm.__exit__(self._Aborted, self._Aborted(), None)
 
 
 def _read_state(out: Path, subset_sha: str, shard_size: int) -> dict:
@@ -195,17 +198,92 @@ def _read_state(out: Path, subset_sha: str, shard_size: int) -> dict:
              "skip_selected": 0, "output_count": 0}
     if not path.exists():
         return fresh
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    state = _own_state(out)
+    if state is None:
         return fresh
     if state.get("subset_sha256") != subset_sha or state.get("shard_size") != shard_size:
         return fresh
     return state
 
 
+# reshard's own files in an output folder: the only ones --overwrite removes
+MARKER_KEYS = ("subset_sha256", "shard_size", "output_shard_count", "output_shard_format")
+_OWN_FILE = re.compile(r"^(\d{8}\.tar|\d{8}_stats\.json|sample_ids\.npy|\.sample_ids\.npy\.tmp|meta\.json|"
+                       + re.escape(STATE_FILE) + r"|\.tmp-.*)$")
+
+
+_NOT_OURS = "refusing to touch this folder: choose another -o, or remove it yourself"
+
+
+def _json_object(path: Path, hint: str = _NOT_OURS) -> dict:
+    """A JSON file that must hold an object; anything else is one line naming the file."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        raise BadInputError(path, f"not a meta.json written by sfcomp reshard (unreadable JSON: {why}); "
+                                  f"{hint}") from None
+    if not isinstance(obj, dict):
+        raise BadInputError(path, f"not a meta.json written by sfcomp reshard (a JSON {type(obj).__name__}, not an "
+                                  f"object); {hint}")
+    return obj
+
+
+def _own_meta(meta_path: Path) -> dict:
+    """The completion marker of a folder sfcomp reshard finished; a meta.json of anything else is refused."""
+    meta = _json_object(meta_path)
+    missing = [k for k in MARKER_KEYS if k not in meta]
+    if missing:
+        raise BadInputError(meta_path, f"not a meta.json written by sfcomp reshard (no {', '.join(missing)}); "
+                                       f"{_NOT_OURS}")
+    return meta
+
+
+def _own_state(out: Path) -> dict | None:
+    """The progress file of an unfinished sfcomp reshard in `out`, or None (absent or not ours)."""
+    try:
+        state = json.loads((out / STATE_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = isinstance(state, dict) and {"subset_sha256", "shard_size", "shards_done", "next_input", "skip_selected",
+                                      "output_count"} <= set(state)
+    return state if ok else None
+
+
+def _refuse_foreign(out: Path) -> None:
+    """A non-empty output folder that carries neither reshard's marker nor its progress file is someone else's."""
+    if not out.is_dir() or _own_state(out) is not None:
+        return
+    others = sorted(e.name for e in out.iterdir() if not e.name.startswith(".tmp-"))
+    if others:
+        raise BadInputError(out, f"output folder is not empty ({len(others)} entries, e.g. {others[0]}) and was not "
+                                 f"made by sfcomp reshard (no meta.json or {STATE_FILE}); refusing to write into it, "
+                                 "even with --overwrite: choose another -o")
+
+
+def _remove_own_files(out: Path) -> int:
+    """Remove the files sfcomp reshard writes (shards, stats, sample_ids.npy, meta.json, progress, temp files);
+    anything else in the folder is left. Returns how many were removed."""
+    n = 0
+    for e in sorted(out.iterdir()):
+        if _OWN_FILE.match(e.name) and (e.is_file() or e.is_symlink()):
+            e.unlink()
+            n += 1
+    return n
+
+
+def _reshard_inputs(subset_file, shards_dir: str) -> list[str]:
+    """What a reshard reads: the subset (and its sidecar), the shard folder, and the pool around a POOL/shards."""
+    inputs = [*with_sidecars([subset_file]), shards_dir]
+    parent = os.path.dirname(os.path.abspath(shards_dir))
+    if os.path.basename(os.path.abspath(shards_dir)) == "shards" and os.path.isdir(os.path.join(parent, "metadata")):
+        inputs += pool_inputs(parent)
+    return inputs
+
+
 def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output_dir: str | os.PathLike,
-            shard_size: int = 10000, overwrite: bool = False, log=print) -> ReshardReport:
+            shard_size: int = 10000, overwrite: bool = False, log=print,
+            allow_empty: bool = False) -> ReshardReport:
     """Write the samples of `subset_file` found in `input_dir`'s shards to `output_dir` (see module doc).
 
     Refuses an unsorted subset. A finished output folder for the same subset is left as is (its report is
@@ -214,13 +292,14 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
     if shard_size < 1:
         raise BadInputError(None, f"shard size must be >= 1, got {shard_size}")
     t0 = time.time()
-    subset = load_sorted_subset(subset_file)
+    subset = load_sorted_subset(subset_file, allow_empty)
     subset_sha = _file_sha256(subset_file)
     shards_dir, tars = _input_shards(str(input_dir))
     out = Path(output_dir)
+    check_outputs([out], _reshard_inputs(subset_file, shards_dir), what="-o", kind="dir")
     meta_path = out / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    meta = _own_meta(meta_path) if os.path.lexists(meta_path) else None
+    if meta is not None:
         if meta.get("subset_sha256") == subset_sha and meta.get("shard_size") == shard_size and not overwrite:
             log(f"{out}: already resharded for this subset (meta.json present); nothing to do")
             known = set(ReshardReport.__dataclass_fields__)
@@ -228,8 +307,11 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
         if not overwrite:
             raise BadInputError(out, "output folder holds a reshard of another subset or shard size "
                                      "(pass --overwrite to replace it)")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    else:
+        _refuse_foreign(out)
+    if overwrite and (meta is not None or _own_state(out) is not None):
+        log(f"removed {_remove_own_files(out)} files from {out}")
+    made = [p for p in (out, *out.parents) if not p.exists()]  # removed again if nothing is found
     out.mkdir(parents=True, exist_ok=True)
 
     report = ReshardReport(input_dir=str(shards_dir), output_dir=str(out), subset_file=str(subset_file),
@@ -348,6 +430,13 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
     if report.not_found:
         report.warnings.append(f"{report.not_found} of {report.requested} requested samples were not found "
                                "in the input shards")
+    if report.requested and output_count == 0 and report.resumed_from_shard == 0:
+        (out / STATE_FILE).unlink(missing_ok=True)
+        for d in made:  # innermost first
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise BadInputError(subset_file, f"none of the subset's {report.requested_unique} uids is in the input "
+                                         f"shards {shards_dir} (a subset of another pool?); nothing written")
     shutil.copyfile(subset_file, out / ".sample_ids.npy.tmp")
     os.replace(out / ".sample_ids.npy.tmp", out / "sample_ids.npy")
     report.elapsed_s = round(time.time() - t0, 3)
@@ -363,8 +452,11 @@ def shard_pattern(resharded_dir: str | os.PathLike) -> str:
     meta_path = Path(resharded_dir) / "meta.json"
     if not meta_path.exists():
         raise BadInputError(resharded_dir, "no meta.json: not a finished reshard (run `sfcomp reshard` first)")
-    meta = json.loads(meta_path.read_text())
-    n, fmt = int(meta["output_shard_count"]), meta["output_shard_format"]
+    meta = _json_object(meta_path, "reshard again into a new folder")
+    try:
+        n, fmt = int(meta["output_shard_count"]), str(meta["output_shard_format"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadInputError(meta_path, f"no usable output_shard_count / output_shard_format ({e})") from None
     if n < 1:
         raise BadInputError(meta_path, "reshard holds no shards (no requested sample was found)")
     first, last = fmt.format(0).replace(".tar", ""), fmt.format(n - 1).replace(".tar", "")

@@ -3,7 +3,7 @@
 As DataComp's train.py: `--dataset-type webdataset --dataset-resampled` (sampling with replacement, so samples
 seen is fixed whatever the subset size), `--train-num-samples = samples seen / num_checkpoints` over
 `num_checkpoints` epochs, per-GPU batch = global batch / (world size * accum_freq), `--resume latest`,
-`--save-most-recent`. Multi-GPU: `torchrun --nproc_per_node N -m eval.train --scale small --data DIR --out OUT`.
+`--save-most-recent`. Multi-GPU: `torchrun --nproc_per_node N -m sfcomp.eval.train --scale small --data DIR --out OUT`.
 The finished run writes OUT/info.json (and DataComp's info.pkl), pointing at the final checkpoint.
 """
 from __future__ import annotations
@@ -140,13 +140,21 @@ def train(data: str | os.PathLike, out: str | os.PathLike, scale: str = "tiny", 
                         accum_freq=accum_freq, workers=workers, precision=precision,
                         log_every_n_steps=log_every_n_steps, extra=extra)
     root_logger = logging.getLogger()
-    saved = (root_logger.level, list(root_logger.handlers))
+    handlers = list(root_logger.handlers)
+    # open_clip's setup_logging sets the root logger and every logger that exists (torch._dynamo's among them)
+    # to INFO: give each its own level back, or the caller's terminal fills with other libraries' INFO lines
+    levels = {key: lg.level for key, lg in logging.root.manager.loggerDict.items()
+              if isinstance(lg, logging.Logger)}
+    root_level = root_logger.level
     try:
         result = open_clip_main(args)
-    finally:  # open_clip's setup_logging reconfigures the root logger: give the caller's back
-        root_logger.setLevel(saved[0])
+    finally:
+        root_logger.setLevel(root_level)
+        for key, lg in list(logging.root.manager.loggerDict.items()):
+            if isinstance(lg, logging.Logger):
+                lg.setLevel(levels.get(key, logging.NOTSET))
         for h in list(root_logger.handlers):
-            if h not in saved[1]:
+            if h not in handlers:
                 root_logger.removeHandler(h)
                 h.close()
     checkpoint = out / name / "checkpoints" / "epoch_latest.pt"

@@ -6,13 +6,15 @@ A crash leaves either the old file or the new one, never half of one, plus at wo
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 
 _UMASK = os.umask(0)
@@ -20,35 +22,66 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", buffering: int = -1) -> Iterator[IO]:
     """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
+    _make_parent(path)
     try:
-        with os.fdopen(fd, mode) as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
+    try:
+        with os.fdopen(fd, mode, buffering) as f:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        cause = _probe_errno(tmp) if isinstance(e, OSError) and e.errno is None else None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if cause is not None:  # numpy's tofile reports a short write without its errno: give it back
+            raise OSError(cause, os.strerror(cause), os.fspath(path)) from e
+        if isinstance(e, OSError):
+            raise _naming(e, path)
         raise
+
+
+def _probe_errno(tmp: str) -> int | None:
+    """Why a write to `tmp` (about to be deleted) fails: append one byte and see (ENOSPC, EFBIG, ...)."""
+    try:
+        with open(tmp, "ab", buffering=0) as f:
+            f.write(b"\0")
+    except OSError as e:
+        return e.errno if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO) else None
+    return None
+
+
+def _make_parent(path: Path) -> None:
+    from .errors import BadInputError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        above = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+        raise BadInputError(path, f"cannot create its folder: {above} is not a folder") from None
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """`e` naming the file the caller asked for rather than our temp file (or nothing, as a failed write says),
+    so that the CLI's line is `error: PATH: No space left on device`."""
+    name = os.fsdecode(e.filename) if isinstance(e.filename, (str, bytes)) else None
+    if name is None or os.path.basename(name).startswith(f".tmp-{path.name}."):
+        e.filename = os.fspath(path)
+        e.filename2 = None
+    return e
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_open(path, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=str)
         f.write("\n")
-
-
-def write_npy(path: str | os.PathLike, array) -> None:
-    import numpy as np
-
-    with atomic_open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
 
 
 def remove_stale_temps(out_path: str | os.PathLike) -> int:

@@ -12,19 +12,27 @@ Layout of a cache folder (one per (image size, context length, pool)):
     shard.npy                 int32 index into manifest["shards"]: the shard each row came from
     pool.json                 the pool's fingerprint (names and sizes of its files), written before any part
     manifest.json             written last: shards, counts, skipped shards, errors, pool fingerprint (the
-                              completion marker); a folder another pool made is refused, never reused
+                              completion marker); a folder another pool made is refused, never reused, except
+                              the pool's own POOL/.sfcomp-cache/<name> (a copied or changed pool's): rebuilt
+
+Consolidation allocates pixels.npy / tokens.npy on disk before memory-mapping them, so a full disk is a one-line
+error (temp files removed; the rerun keeps the decoded parts), never SIGBUS.
 
 Only samples whose uid is in the pool's metadata are decoded (membership filter on the json member, before the
-JPEG is decoded). Corrupt members and missing shards are skipped and counted, never fatal.
+JPEG is decoded). Corrupt members and missing shards are skipped and counted, never fatal; a caption that is not
+UTF-8 is decoded with replacement characters and counted (`captions_not_utf8`).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,6 +42,8 @@ from .errors import BadInputError
 from .pool import Pool, ShardErrors
 
 CACHE_FORMAT = "sfcomp-cache/1"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit (ulimit -f) reads the same
+_CACHE_FILES = ("manifest.json", "uids.npy", "pixels.npy", "tokens.npy", "shard.npy", "pool.json")
 
 
 def resize_center_crop(im, size: int) -> np.ndarray:
@@ -52,17 +62,6 @@ def resize_center_crop(im, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-_TOKENIZERS: dict[int, object] = {}
-
-
-def _tokenizer(context_length: int):
-    if context_length not in _TOKENIZERS:
-        from open_clip.tokenizer import SimpleTokenizer
-
-        _TOKENIZERS[context_length] = SimpleTokenizer(context_length=context_length)
-    return _TOKENIZERS[context_length]
-
-
 def _shard_stem(shard: str) -> str:
     return Path(str(shard)).name[: -len(".tar")]
 
@@ -70,7 +69,7 @@ def _shard_stem(shard: str) -> str:
 def decode_shard(shard: str, part_dir: str, image_size: int, context_length: int,
                  members: np.ndarray | None) -> dict:
     """Decode one shard into parts/<stem>.npz + .done (skipped if .done exists). Returns the marker dict."""
-    from .model import tokenize
+    from .text import tokenize_captions
 
     part_dir = Path(part_dir)
     stem = _shard_stem(shard)
@@ -94,12 +93,15 @@ def decode_shard(shard: str, part_dir: str, image_size: int, context_length: int
     n = len(uid_list)
     uids = U.hex_to_uids(uid_list, shard) if n else np.empty(0, U.UID_DTYPE)
     lost = _missing_members(shard, uids, members) if not errors.missing_shards else 0
+    # the samples counted corrupt while reading (no json, bad image, ...) are among those its table lists: count
+    # only the ones beyond them, so that one broken sample counts once
+    lost = max(0, lost - errors.corrupt_members)
     if lost:  # a tar cut short can end cleanly at a member boundary: compare with img2dataset's own table
         errors.corrupt_members += lost
         errors.messages.append(f"{shard}: {lost} samples its img2dataset table lists as downloaded are missing "
                                "or unreadable (truncated tar?)")
     px = np.stack(pixels) if n else np.zeros((0, image_size, image_size, 3), np.uint8)
-    tok = tokenize(_tokenizer(context_length), texts) if n else np.zeros((0, context_length), np.int32)
+    tok = tokenize_captions(texts, context_length)
     with atomic_open(part_dir / f"{stem}.npz", "wb") as f:
         np.savez(f, uids=uids, pixels=px, tokens=tok)
     marker = {"shard": str(shard), "rows": n, **{k: v for k, v in errors.as_dict().items()}}
@@ -146,7 +148,7 @@ class PoolCache:
     manifest: dict
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "PoolCache":
+    def open(cls, root: str | os.PathLike) -> PoolCache:
         root = Path(root)
         mpath = root / "manifest.json"
         if not mpath.exists():
@@ -203,22 +205,72 @@ def _check_same_pool(path: Path, fingerprint: str) -> None:
                                   "use another --cache-dir, or delete this cache folder to rebuild it")
 
 
+def _recorded_fingerprint(root: Path) -> str | None:
+    """The pool fingerprint a cache folder records (manifest.json, else pool.json); None when it has none or
+    cannot be read (then `_check_same_pool` names the file)."""
+    for name in ("manifest.json", "pool.json"):
+        try:
+            fp = json.loads((root / name).read_text()).get("pool_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(fp, str):
+            return fp
+    return None
+
+
+def _is_pools_own_cache(pool: Pool, root: Path) -> bool:
+    """`root` is a folder of the pool's own default cache location, POOL/.sfcomp-cache/<name>."""
+    if "://" in pool.root:
+        return False
+    try:
+        return root.resolve().parent == (Path(pool.root) / ".sfcomp-cache").resolve()
+    except OSError:
+        return False
+
+
+def _clear_cache(root: Path) -> None:
+    """Empty a cache folder of what sfcomp wrote there (manifest.json first, so that a kill midway leaves an
+    unfinished cache, never a wrong finished one); the build lock and anything else stay."""
+    for name in _CACHE_FILES:
+        (root / name).unlink(missing_ok=True)
+    _remove_temps(root)
+    parts = root / "parts"
+    if parts.is_dir():
+        for p in list(parts.glob("*.npz")) + list(parts.glob("*.done")):
+            p.unlink(missing_ok=True)
+        if not any(parts.iterdir()):
+            parts.rmdir()
+
+
+def _remove_temps(root: Path) -> None:
+    """Remove the temp files (`.tmp-*`) a failed or killed build left in the cache folder and its parts/."""
+    for folder in (root, root / "parts"):
+        if folder.is_dir():
+            for p in folder.glob(".tmp-*"):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
 def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | None = None,
                 workers: int = 1, progress: bool = True) -> PoolCache:
     """Decode every present sample of `pool` (in its metadata) once into a memory-mapped cache; resumable.
 
-    Returns the opened cache. A finished cache (manifest.json) is opened without reading any shard; one that
-    another pool made (its recorded pool fingerprint differs) is refused.
+    Returns the opened cache. A finished cache (manifest.json) is opened without reading any shard. A cache
+    folder that another pool made (its recorded pool fingerprint differs) is refused, except in the pool's own
+    default location POOL/.sfcomp-cache/: there it is sfcomp's stale cache (a copied pool's, or this pool's
+    before it changed) and is rebuilt in place.
     """
     from .pool import pool_fingerprint
 
     pool = pool if isinstance(pool, Pool) else Pool(pool)
     fingerprint = pool_fingerprint(pool)
     root = Path(cache_dir) if cache_dir else cache_dir_for(pool.root, preset, fingerprint=fingerprint)
-    _check_same_pool(root / "manifest.json", fingerprint)
-    if (root / "manifest.json").exists():
-        return PoolCache.open(root)
-    _check_same_pool(root / "pool.json", fingerprint)
+    recorded = _recorded_fingerprint(root)
+    stale = recorded not in (None, fingerprint) and _is_pools_own_cache(pool, root)
+    if not stale:
+        _check_same_pool(root / "manifest.json", fingerprint)
+        if (root / "manifest.json").exists():
+            return PoolCache.open(root)
+        _check_same_pool(root / "pool.json", fingerprint)
     # bad input is refused before anything is written (not even the lock file)
     shards = pool.shard_files()
     if not shards:
@@ -232,26 +284,41 @@ def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | N
     with open(root / ".build.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _build_cache_locked(pool, preset, root, fingerprint, shards, members, workers, progress)
+            return _build_cache_locked(pool, preset, root, fingerprint, shards, members, workers, progress, stale)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build_cache_locked(pool: Pool, preset: dict, root: Path, fingerprint: str, shards: list[str],
-                        members: np.ndarray, workers: int, progress: bool) -> PoolCache:
+                        members: np.ndarray, workers: int, progress: bool, stale: bool = False) -> PoolCache:
+    recorded = _recorded_fingerprint(root)
+    if stale and recorded not in (None, fingerprint):  # not yet rebuilt by a run we waited for
+        if progress:
+            print(f"note: {root}: cache was built from another pool (fingerprint {recorded}, this pool "
+                  f"{fingerprint}: a copy, or the pool changed); rebuilding it", file=sys.stderr)
+        _clear_cache(root)
+    if (root / "manifest.json").exists():  # built by the run we waited for
+        _check_same_pool(root / "manifest.json", fingerprint)
+        return PoolCache.open(root)
+    _remove_temps(root)  # what a killed or failed earlier build left (we hold the lock: no build is running)
+    try:
+        _decode_and_consolidate(pool, preset, root, fingerprint, shards, members, workers, progress)
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        _remove_temps(root)
+        name = Path(os.fsdecode(e.filename)).name.removeprefix(".tmp-") if e.filename else "a cache file"
+        raise BadInputError(root, f"disk full while writing the cache ({os.strerror(e.errno)}, writing {name}); "
+                                  "free some space and rerun: the shards decoded so far are kept") from None
+    return PoolCache.open(root)
+
+
+def _decode_and_consolidate(pool: Pool, preset: dict, root: Path, fingerprint: str, shards: list[str],
+                            members: np.ndarray, workers: int, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    from .atomic import remove_stale_temps
-
-    if (root / "manifest.json").exists():  # built by the run we waited for
-        return PoolCache.open(root)
     part_dir = root / "parts"
     part_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("pool.json", "uids.npy", "shard.npy", "manifest.json"):  # what a killed earlier build left
-        remove_stale_temps(root / name)
-    for sh in shards:
-        for ext in (".npz", ".done"):
-            remove_stale_temps(part_dir / f"{_shard_stem(sh)}{ext}")
     write_json(root / "pool.json", {"pool": str(pool.root), "pool_fingerprint": fingerprint})
     jobs = [(s, str(part_dir), preset["image_size"], preset["context_length"], members) for s in shards]
     markers = []
@@ -269,7 +336,6 @@ def _build_cache_locked(pool: Pool, preset: dict, root: Path, fingerprint: str, 
             bar.update(1)
     bar.close()
     _consolidate(root, shards, markers, preset, fingerprint)
-    return PoolCache.open(root)
 
 
 def _refuse_duplicate(pool: Pool, sorted_members: np.ndarray) -> None:
@@ -312,8 +378,8 @@ def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dic
     dest[:] = -1
     dest[order] = np.arange(n)
     tmp = {name: root / f".tmp-{name}" for name in ("pixels.npy", "tokens.npy")}
-    px = np.lib.format.open_memmap(tmp["pixels.npy"], "w+", np.uint8, (n, s, s, 3))
-    tk = np.lib.format.open_memmap(tmp["tokens.npy"], "w+", np.int32, (n, ctx))
+    px = _allocated_memmap(tmp["pixels.npy"], np.uint8, (n, s, s, 3))
+    tk = _allocated_memmap(tmp["tokens.npy"], np.int32, (n, ctx))
     start = 0
     for sh, u in zip(shards, part_uids):
         d = dest[start : start + len(u)]
@@ -338,6 +404,47 @@ def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dic
         "rows_per_shard": [m["rows"] for m in markers],
         "corrupt_members": int(sum(m["corrupt_members"] for m in markers)),
         "missing_shards": int(sum(m["missing_shards"] for m in markers)),
+        "captions_not_utf8": int(sum(m.get("captions_not_utf8", 0) for m in markers)),
         "duplicate_uids_dropped": int(dups),
         "messages": [msg for m in markers for msg in m["messages"]][:100],
     })
+
+
+def _allocated_memmap(path: Path, dtype, shape: tuple) -> np.ndarray:
+    """A writable memmap of a new .npy whose blocks are all allocated on disk first.
+
+    A memmap over a sparse file takes its disk blocks as pages are written: on a full disk that is SIGBUS, no
+    message. Allocating every block up front (posix_fallocate, else writing zeros) makes a full disk an OSError
+    (ENOSPC, EDQUOT, or EFBIG under a file-size limit) here instead, with the file's name.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    try:
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            f.flush()
+            offset = f.tell()
+            allocate = getattr(os, "posix_fallocate", None)
+            try:
+                if allocate is None:
+                    raise OSError(errno.EOPNOTSUPP, "no posix_fallocate")
+                if nbytes:
+                    allocate(f.fileno(), offset, nbytes)
+            except OSError as e:
+                if e.errno in _DISK_FULL:
+                    raise
+                _write_zeros(f, nbytes)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, os.fspath(path)) from None
+    return np.lib.format.open_memmap(path, "r+")
+
+
+def _write_zeros(f, nbytes: int, chunk: int = 1 << 24) -> None:
+    zeros = bytes(min(chunk, nbytes))
+    left = nbytes
+    while left > 0:
+        f.write(zeros[: min(chunk, left)])
+        left -= min(chunk, left)

@@ -8,7 +8,7 @@ Two implementations, one interface:
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class CachedPoolData:
         self.uids = np.asarray(cache.uids)
         self.shard = np.asarray(cache.shard)
         self.shards = cache.shards
-        self.errors = {k: cache.manifest.get(k, 0) for k in ("corrupt_members", "missing_shards")}
+        self.errors = {k: cache.manifest.get(k, 0) for k in ("corrupt_members", "missing_shards", "captions_not_utf8")}
 
     def rows_of_shards(self, names) -> np.ndarray:
         return self.cache.rows_of_shards(names)

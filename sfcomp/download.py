@@ -120,6 +120,10 @@ def download(url_list: str | os.PathLike, output_dir: str | os.PathLike, image_s
     passed as img2dataset's bbox_col, as DataComp does). With `local_blob` (a blob file with a sibling
     `<blob>.routes.json` of {url: [offset, length]}), URLs are read from it instead of fetched.
     """
+    from .guard import check_outputs
+
+    blob = [local_blob, f"{os.fspath(local_blob)}.routes.json"] if local_blob else []
+    check_outputs([output_dir], [*input_files(url_list), *blob], what="--out", kind="dir")
     output_dir = os.path.abspath(output_dir)
     requested, n_shards, has_bbox = count_requested(url_list, samples_per_shard)
     os.makedirs(output_dir, exist_ok=True)

@@ -11,26 +11,15 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from .atomic import atomic_open
 
-ZEROSHOT_TEMPLATES = [
-    "a photo of a {c}.",
-    "a photo of the {c}.",
-    "a product photo of a {c}.",
-    "a black and white photo of a {c}.",
-    "a low resolution photo of a {c}.",
-    "a close-up photo of a {c}.",
-    "a {c} for sale.",
-    "an item of clothing: {c}.",
-]
 
-
-def _png(rgb_or_gray: np.ndarray) -> bytes:
+def _png(rgb_or_gray: np.ndarray) -> bytes:  # RGB, as the JPEG/PNG readers of clip_benchmark expect
     from PIL import Image
 
     im = Image.fromarray(rgb_or_gray)
@@ -61,8 +50,8 @@ def _write_shards(split_dir: Path, members: Sequence[dict[str, bytes]], per_shar
 
 
 def write_classification_set(task_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray,
-                             classnames: Sequence[str], templates: Sequence[str] = ZEROSHOT_TEMPLATES,
-                             per_shard: int = 5000) -> None:
+                             classnames: Sequence[str], templates: Sequence[str], per_shard: int = 5000) -> None:
+    """A zero-shot classification set of `images` ((N,H,W) gray or (N,H,W,3) RGB uint8, or a sequence of them)."""
     task_dir = Path(task_dir)
     members = [{"png": _png(images[i]), "cls": str(int(labels[i])).encode()} for i in range(len(images))]
     _write_shards(task_dir / "test", members, per_shard)
@@ -74,6 +63,7 @@ def write_classification_set(task_dir: str | os.PathLike, images: np.ndarray, la
 
 def write_retrieval_set(task_dir: str | os.PathLike, images: np.ndarray, captions: Sequence[Sequence[str]],
                         per_shard: int = 5000) -> None:
+    """A retrieval set: each image with its captions (one or more)."""
     task_dir = Path(task_dir)
     members = [{"png": _png(images[i]), "txt": "\n".join(captions[i]).encode()} for i in range(len(images))]
     _write_shards(task_dir / "test", members, per_shard)

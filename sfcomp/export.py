@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .atomic import write_json
+from .atomic import remove_stale_temps, write_json
 from .errors import BadInputError
-from .kway import remove_stale_temps
-from .scorefile import read_scores, resolve_field, score_info
-from .select import make_mix
+from .guard import check_outputs, with_sidecars
+from .scorefile import read_scores, resolve_field, score_info, sidecar_path
+from .select import check_selection, make_mix
 from .uids import write_subset
 
 IN_MEMORY_MAX_ROWS = 1 << 25  # 33.5M rows (~2 GB working set): beyond this, or with several files, stream
@@ -33,10 +34,6 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 24) -> str:
             if not b:
                 return h.hexdigest()
             h.update(b)
-
-
-def sidecar_of(out_npy: str | os.PathLike) -> Path:
-    return Path(f"{os.fspath(out_npy)}.json")
 
 
 def expand_score_paths(scores: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -61,7 +58,7 @@ def export_subset(scores: str | os.PathLike | Sequence[str | os.PathLike], out_n
                   field: str | None = None, top_frac: float | None = None, top_k: int | None = None,
                   threshold: float | None = None, random_frac: float | None = 0.0, random_count: int | None = None,
                   seed: int = 0, streaming: bool | None = None, hash_inputs: bool = True,
-                  meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  meta: Mapping[str, Any] | None = None, allow_empty: bool = False) -> dict[str, Any]:
     """Select from one score file (or several parts of one pool, or a directory of them) and write the subset
     and its sidecar.
 
@@ -69,9 +66,13 @@ def export_subset(scores: str | os.PathLike | Sequence[str | os.PathLike], out_n
     random_count for the uniform random part of the whole pool): see `sfcomp.select.make_mix`.
     `field`: the score to rank by (default: the score file's default field). `streaming`: None = automatic
     (stream for several files or more than IN_MEMORY_MAX_ROWS rows). `meta` is copied into the sidecar.
-    Returns the sidecar dict. Bad input raises BadInputError naming the file; nothing is written then.
+    Returns the sidecar dict. Bad input raises BadInputError naming the file; nothing is written then. An empty
+    selection is bad input unless `allow_empty` (`sfcomp.select.check_selection`).
     """
     paths = expand_score_paths(scores)
+    items = [scores] if isinstance(scores, (str, os.PathLike)) else list(scores)
+    folders = [os.fspath(i) for i in items if os.path.isdir(i)]  # a folder of score files is an input too
+    check_outputs(with_sidecars([out_npy]), with_sidecars(paths) + folders, what="output")
     infos = [score_info(p) for p in paths]
     field = resolve_field(paths[0], field)
     for p in paths[1:]:
@@ -84,11 +85,12 @@ def export_subset(scores: str | os.PathLike | Sequence[str | os.PathLike], out_n
     if streaming:
         from .streaming_select import stream_select
 
-        counts = stream_select(paths, out_npy, field=field, **rules)
+        counts = stream_select(paths, out_npy, field=field, allow_empty=allow_empty, **rules)
     else:
         remove_stale_temps(out_npy)
         arr = read_scores(paths[0])  # memmap; validated chunk by chunk
         mix, counts = make_mix(arr[["f0", "f1"]], np.asarray(arr[field]), source=paths[0], **rules)
+        check_selection(len(mix), n, paths[0], top_k, threshold, allow_empty, random_frac, random_count)
         write_subset(out_npy, mix)
     inputs = [{"path": p, "n": i["n"], "sha256": sha256_file(p) if hash_inputs else None,
                "default": i["default"]} for p, i in zip(paths, infos)]
@@ -99,12 +101,14 @@ def export_from_arrays(uids: np.ndarray, scores: np.ndarray | None, out_npy: str
                        top_frac: float | None = None, top_k: int | None = None, threshold: float | None = None,
                        random_frac: float | None = 0.0, random_count: int | None = None, seed: int = 0,
                        field: str | None = None, inputs: Sequence[Mapping[str, Any]] = (),
-                       meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       meta: Mapping[str, Any] | None = None, allow_empty: bool = False) -> dict[str, Any]:
     """`export_subset` for uids/scores already in memory (e.g. round 0's uniform sample of the pool's uids,
     `scores=None`): same rules, same subset bytes, same sidecar; `inputs` describes where they came from."""
     rules = dict(top_frac=top_frac, top_k=top_k, threshold=threshold, random_frac=random_frac,
                  random_count=random_count, seed=seed)
+    check_outputs(with_sidecars([out_npy]), [], what="output")  # the inputs are in memory
     mix, counts = make_mix(uids, scores, source=out_npy, **rules)
+    check_selection(len(mix), len(uids), out_npy, top_k, threshold, allow_empty, random_frac, random_count)
     write_subset(out_npy, mix)
     return _write_sidecar(out_npy, [dict(i) for i in inputs], field, rules, "in-memory", counts, meta)
 
@@ -124,5 +128,5 @@ def _write_sidecar(out_npy, inputs: list, field: str | None, rules: dict, method
         "counts": counts,
         **dict(meta or {}),
     }
-    write_json(sidecar_of(out_npy), side)
+    write_json(sidecar_path(out_npy), side)
     return side

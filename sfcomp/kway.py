@@ -8,15 +8,13 @@ an exact `.npy` header (the same bytes `np.save` writes), through a temp file re
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .atomic import atomic_open, remove_stale_temps  # noqa: F401 (re-exported)
+from .atomic import atomic_open
 from .errors import BadInputError
-from .scorefile import _uid_hex, iter_score_chunks, uid_le_next, uid_order
-from .uids import UID_DTYPE
+from .uids import uid_hex, uid_le_next, uid_order
 
 
 
@@ -120,34 +118,15 @@ def _merge(sources, f, dtype, names, out_name) -> int:
         last = (int(block["f0"][-1]), int(block["f1"][-1]))
 
 
-def check_disjoint(paths: Sequence[str | os.PathLike], chunk_rows: int = 1 << 22) -> int:
-    """Raise BadInputError if a uid occurs in two of the (each sorted) score files; streams, writes nothing."""
-    per = per_stream_rows(chunk_rows, len(paths))
-    sources = [iter_score_chunks(p, per, fields=()) for p in paths]  # order and uniqueness within a file checked
-    return merge_sorted_chunks(sources, None, UID_DTYPE, None, [os.fspath(p) for p in paths],
-                               out_name="the uids of all score files")
-
-
 def _check_unique(block, owner, last, out_name) -> None:
     f0, f1 = block["f0"], block["f1"]
     if last is not None and last == (int(f0[0]), int(f1[0])):
-        raise BadInputError(owner(0), f"uid {_uid_hex(f0[0], f1[0])} also occurs in another input ({out_name})")
+        raise BadInputError(owner(0), f"uid {uid_hex(f0[0], f1[0])} also occurs in another input ({out_name})")
     if len(block) > 1:
         ok = uid_le_next(f0, f1, strict=True)
         if not ok.all():
             i = int(np.argmin(ok))
-            raise BadInputError(owner(i + 1), f"uid {_uid_hex(f0[i], f1[i])} also occurs in {owner(i)} ({out_name})")
-
-
-def merge_sorted_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, dtype: np.dtype,
-                       check_fields: Sequence[str] = (), chunk_rows: int = 1 << 22) -> int:
-    """Merge uid-sorted score files (validated as read) into one sorted `.npy` of `dtype`."""
-    from .scorefile import score_info
-
-    n_total = sum(score_info(p)["n"] for p in paths)
-    per = per_stream_rows(chunk_rows, len(paths))
-    sources = [iter_score_chunks(p, per, fields=check_fields) for p in paths]
-    return merge_sorted_chunks(sources, out_path, dtype, n_total, [os.fspath(p) for p in paths])
+            raise BadInputError(owner(i + 1), f"uid {uid_hex(f0[i], f1[i])} also occurs in {owner(i)} ({out_name})")
 
 
 def iter_raw(path: str | os.PathLike, dtype: np.dtype, rows: int) -> Iterator[np.ndarray]:

@@ -1,4 +1,4 @@
-"""`sfcomp make-pool`: a noisy demo pool from a real dataset, in DataComp's exact on-disk layout.
+"""`sfcomp make-pool`: a noisy demo pool from a pool source (sfcomp/sources), in DataComp's exact on-disk layout.
 
 Stages (each resumable; a finished stage leaves a file that the next run trusts):
   1. plan      images -> captions, noise, uids, served files (DIR/_work/plan.parquet, blob, pixels)
@@ -7,7 +7,7 @@ Stages (each resumable; a finished stage leaves a file that the next run trusts)
   3. shards    serve the files on 127.0.0.1 and fetch them with `sfcomp download` (img2dataset), or with
                `direct=True` read them from the blob through the same img2dataset code
   4. truth     DIR/truth.parquet (uid, clean, noise_type, class, ...), kept out of metadata/ and shards/
-  5. eval      DIR/eval/fashion_mnist (zero-shot classification) and DIR/eval/fashion_mnist_retrieval
+  5. eval      DIR/eval/<source> (zero-shot classification, labelled sources) and DIR/eval/<source>_retrieval
   6. DIR/make_pool.json (arguments, counts, measured noise mix, timings), then DIR/.complete, written last.
 """
 from __future__ import annotations
@@ -17,15 +17,15 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .atomic import atomic_open, write_json
 from .errors import SfcompError
+from .sources import DEFAULT_SOURCE
 
-SOURCES = ("fashion-mnist",)
 METADATA_COLUMNS = ["uid", "url", "text", "original_width", "original_height", "clip_b32_similarity_score",
                     "clip_l14_similarity_score", "face_bboxes", "sha256"]
 TRUTH_COLUMNS = ["uid", "clean", "noise_type", "class", "variant", "source_index", "served"]
@@ -53,18 +53,20 @@ def _split_bounds(n: int, k: int) -> list[tuple[int, int]]:
 
 
 class PoolBuilder:
-    def __init__(self, out: str | os.PathLike, source: str = "fashion-mnist", size: int = 60000,
+    def __init__(self, out: str | os.PathLike, source: str = DEFAULT_SOURCE, size: int = 60000,
                  noise: float = 0.5, noise_mix: str = "default", seed: int = 0, direct: bool = False,
                  image_size: int = 64, samples_per_shard: int = 10000, processes: int = 2, threads: int = 32,
-                 ref_size: int = 5000, ref_steps: int | None = None, ref_batch_size: int | None = None,
+                 ref_size: int | None = None, ref_steps: int | None = None, ref_batch_size: int | None = None,
                  retrieval_size: int = 2000, eval_size: int | None = None, timeout: int = 10,
                  progress: bool = True, log: Callable[[str], None] = print):
-        if source not in SOURCES:
-            raise SfcompError(f"unknown source {source!r} (available: {', '.join(SOURCES)})")
-        if size < 1:
-            raise SfcompError(f"--size must be positive, got {size}")
+        from .sources import get_source
         from .sources.noise import get_profile
 
+        self.source = get_source(source)
+        if size < 1:
+            raise SfcompError(f"--size must be positive, got {size}")
+        if ref_size is None:
+            ref_size = self.source.reference_size
         self.profile = get_profile(noise_mix)
         self.out = Path(out)
         self.work = self.out / "_work"
@@ -77,6 +79,7 @@ class PoolBuilder:
         self.processes, self.threads = processes, threads
         self.progress, self.log = progress, log
         self.timings: dict[str, float] = {}
+        self._loaded: dict = {}
 
     # ---- driver ---------------------------------------------------------------------------------------
     def build(self) -> dict:
@@ -122,23 +125,31 @@ class PoolBuilder:
                                       f"choose an empty --out")
             write_json(args_file, self.args)
 
+    def items(self, split: str):
+        """The source's items of `split` (sources.base.Items), loaded once."""
+        if split not in self._loaded:
+            self._loaded[split] = self.source.load(split)
+        return self._loaded[split]
+
     # ---- 1. plan ----------------------------------------------------------------------------------------
     def plan(self):
         import pandas as pd
 
-        from .sources import fashion_mnist as F
+        from .sources.base import load_images, save_images
         from .sources.pool_plan import PoolPlan, encode_served, plan_pool
         from .sources.serve import write_blob
 
         plan_file = self.work / "plan.parquet"
-        if plan_file.exists():
+        if plan_file.exists() and (self.work / "pixels.npz").exists():  # else re-plan: the plan is deterministic
             table = pd.read_parquet(plan_file)
-            pixels = np.load(self.work / "pixels.npy")
+            pixels = load_images(self.work / "pixels.npz")
             ref = np.load(self.work / "ref_indices.npy")
             return PoolPlan(table=table, pixels=pixels, ref_indices=ref)
-        a = self.args
-        images, labels = F.load("train")
-        plan = plan_pool(images, labels, a["size"], a["noise"], self.profile, a["seed"], ref_size=a["ref_size"])
+        a, src = self.args, self.source
+        items = self.items(src.pool_split)
+        plan = plan_pool(items.images, items.labels, a["size"], a["noise"], self.profile, a["seed"],
+                         ref_size=a["ref_size"], texts=items.texts, vocab=src.caption_vocab(),
+                         served_sides=src.served_sides, served_side_p=src.served_side_p)
         files, sha = encode_served(plan, a["seed"] + 1)
         t = plan.table
         t["sha256"] = sha
@@ -158,7 +169,7 @@ class PoolBuilder:
                                                      for i, f in enumerate(files)])
         t["blob_offset"] = [s[0] for s in spans]
         t["blob_length"] = [s[1] for s in spans]
-        np.save(self.work / "pixels.npy", plan.pixels)
+        save_images(self.work / "pixels.npz", plan.pixels)
         np.save(self.work / "ref_indices.npy", plan.ref_indices)
         write_json(self.work / "stems.json", stems)
         with atomic_open(plan_file, "wb") as f:
@@ -186,7 +197,6 @@ class PoolBuilder:
         import pyarrow.parquet as pq
 
         from .sources import captions as C
-        from .sources import fashion_mnist as F
         from .sources import reference_clip as R
 
         stems, t = self.stems(), plan.table
@@ -194,11 +204,17 @@ class PoolBuilder:
         if all((meta_dir / f"{s}.parquet").exists() for s in stems):
             return
         a = self.args
-        images, labels = F.load("train")
-        ref_img, ref_lab = images[plan.ref_indices], labels[plan.ref_indices]
-        rng = np.random.default_rng([a["seed"], 3])
-        cuts = C.class_coverage_cuts(ref_img, ref_lab)
-        ref_text = [C.caption(int(l), C.pixel_attributes(im, int(l), cuts), rng) for im, l in zip(ref_img, ref_lab)]
+        items = self.items(self.source.pool_split)
+        ref_img = items.images[plan.ref_indices]
+        if items.texts is not None:
+            ref_text = [items.texts[int(i)] for i in plan.ref_indices]
+        else:
+            rng = np.random.default_rng([a["seed"], 3])
+            vocab = self.source.caption_vocab()
+            ref_lab = items.labels[plan.ref_indices]
+            cuts = C.class_coverage_cuts(ref_img, ref_lab, vocab.n_classes)
+            ref_text = [vocab.caption(int(l), C.pixel_attributes(im, int(l), cuts), rng)
+                        for im, l in zip(ref_img, ref_lab)]
         emb = {}
         ref_dir = self.work / "reference"
         ref_dir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +222,8 @@ class PoolBuilder:
         for arch in ("b32", "l14"):
             model, tok, preset = R.train_reference(arch, ref_img, ref_text, seed=a["seed"] + 100, out_dir=ref_dir,
                                                    steps=a["ref_steps"], batch_size=a["ref_batch_size"],
-                                                   progress=self.progress)
+                                                   progress=self.progress,
+                                                   image_size=self.source.reference_image_size)
             img, txt = R.embed(model, tok, preset, plan.pixels, texts)
             emb[f"{arch}_img"], emb[f"{arch}_txt"] = R.to_float16_unit(img), R.to_float16_unit(txt)
             # the score is the cosine of the stored (float16) embeddings, as a user recomputing it would get
@@ -316,24 +333,33 @@ class PoolBuilder:
     def eval_sets(self) -> None:
         from .evalsets import write_classification_set, write_retrieval_set
         from .sources import captions as C
-        from .sources import fashion_mnist as F
 
+        src = self.source
         eval_dir = self.out / "eval"
-        cls_dir, ret_dir = eval_dir / "fashion_mnist", eval_dir / "fashion_mnist_retrieval"
-        images, labels = F.load("test")
-        if self.args["eval_size"] is not None:  # a quick build (tests): the first eval_size test images
-            images, labels = images[: self.args["eval_size"]], labels[: self.args["eval_size"]]
-        if not (cls_dir / "zeroshot_classification_templates.txt").exists():
-            write_classification_set(cls_dir, images, labels, F.PROMPT_CLASSNAMES)
+        cls_dir, ret_dir = eval_dir / src.eval_name(), eval_dir / f"{src.eval_name()}_retrieval"
+        items = self.items(src.eval_split)
+        images, labels, texts = items.images, items.labels, items.texts
+        if self.args["eval_size"] is not None:  # a quick build (tests): the first eval_size eval items
+            k = self.args["eval_size"]
+            images = images[:k]
+            labels = None if labels is None else labels[:k]
+            texts = None if texts is None else texts[:k]
+        has_classes = labels is not None and src.classnames is not None
+        if has_classes and not (cls_dir / "zeroshot_classification_templates.txt").exists():
+            write_classification_set(cls_dir, images, labels, src.classnames, src.zeroshot_templates)
         if not (ret_dir / "dataset_type.txt").exists():
             n = min(self.args["retrieval_size"], len(images))
             rng = np.random.default_rng([self.args["seed"], 5])
             idx = np.sort(rng.choice(len(images), n, replace=False))
-            cuts = C.class_coverage_cuts(images, labels)
-            caps = []
-            for i in idx:
-                at = C.pixel_attributes(images[i], int(labels[i]), cuts)
-                caps.append([C.clean_caption_for_eval(int(labels[i]), at, rng), C.caption(int(labels[i]), at, rng)])
+            if texts is not None:  # the items' own texts
+                caps = [[texts[int(i)]] for i in idx]
+            else:  # a plain description and a web-like caption, both clean
+                vocab = src.caption_vocab()
+                cuts = C.class_coverage_cuts(images, labels, vocab.n_classes)
+                caps = []
+                for i in idx:
+                    at = C.pixel_attributes(images[i], int(labels[i]), cuts)
+                    caps.append([vocab.eval_caption(int(labels[i]), at, rng), vocab.caption(int(labels[i]), at, rng)])
             write_retrieval_set(ret_dir, images[idx], caps)
 
     # ---- 6. summary --------------------------------------------------------------------------------------
@@ -362,45 +388,3 @@ class PoolBuilder:
 def make_pool(out: str | os.PathLike, **kwargs) -> dict:
     """Build (or resume) a demo pool at `out`; returns the summary written to out/make_pool.json."""
     return PoolBuilder(out, **kwargs).build()
-
-
-def contact_sheet(pool_dir: str | os.PathLike, out_png: str | os.PathLike, n: int = 24, seed: int = 0,
-                  cols: int = 6) -> None:
-    """A PNG grid of `n` random downloaded samples with their captions; green = clean, red = noisy (truth)."""
-    import textwrap
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from .pool import Pool
-
-    pool = Pool(pool_dir)
-    truth = pd.read_parquet(Path(pool_dir) / "truth.parquet").set_index("uid")
-    samples = []
-    for s in pool.iter_samples(shards=pool.shard_files()[:1]):
-        samples.append(s)
-        if len(samples) >= 20 * n:
-            break
-    rng = np.random.default_rng(seed)
-    pick = [samples[i] for i in rng.choice(len(samples), min(n, len(samples)), replace=False)]
-    rows = math.ceil(len(pick) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0))
-    for ax in np.ravel(axes):
-        ax.axis("off")
-    for ax, s in zip(np.ravel(axes), pick):
-        tr = truth.loc[s["uid"]]
-        ax.imshow(s["image"])
-        label = "clean" if tr["clean"] else str(tr["noise_type"])
-        text = s["text"] if len(s["text"]) <= 60 else s["text"][:57] + "..."
-
-        ax.set_title("\n".join(textwrap.wrap(text, 24)[:3]) + f"\n[{label}]", fontsize=7,
-                     color="darkgreen" if tr["clean"] else "darkred")
-    fig.suptitle("sfcomp demo pool (Fashion-MNIST): samples as downloaded, captions as in the shards; "
-                 "[truth label] from truth.parquet", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    with atomic_open(out_png, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)

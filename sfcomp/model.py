@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -100,17 +101,18 @@ def create_model(preset: dict | str, seed: int | None = None):
 
 
 def tokenize(tokenizer, texts: Sequence[str], batch: int = 8192) -> np.ndarray:
-    """Token ids (N, context_length) int32 for `texts`."""
+    """Token ids (N, context_length) int32 for `texts`, each cut first so BPE's work stays bounded (sfcomp.text)."""
+    from .text import cut_caption, max_caption_chars
+
+    limit = max_caption_chars(tokenizer.context_length)
     parts = []
     for i in range(0, len(texts), batch):
-        parts.append(tokenizer(list(texts[i : i + batch])).numpy().astype(np.int32))
+        parts.append(tokenizer([cut_caption(t, limit) for t in texts[i : i + batch]]).numpy().astype(np.int32))
     if not parts:
         return np.zeros((0, tokenizer.context_length), np.int32)
     return np.concatenate(parts)
 
 
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def to_model_input(images_u8, preset: dict, device="cpu"):

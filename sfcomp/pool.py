@@ -17,7 +17,8 @@ import os
 import re
 import tarfile
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,32 @@ _SHARD_RE = re.compile(r"(\d{8,})\.tar$")
 def _fs(path: str):
     import fsspec
 
-    fs, p = fsspec.core.url_to_fs(str(path))
+    path = str(path)
+    if _local_despite_colons(path):
+        from fsspec.implementations.local import LocalFileSystem
+
+        return LocalFileSystem(), os.path.abspath(path)
+    fs, p = fsspec.core.url_to_fs(path)
     return fs, p
+
+
+def _local_despite_colons(path: str) -> bool:
+    """A local path holding `::` (fsspec's URL chaining, `simplecache::s3://...`): local when the folder or
+    file named up to the path component after its last `::` exists here."""
+    i = path.rfind("::")
+    if i < 0:
+        return False
+    end = path.find("/", i)
+    return os.path.lexists(path if end < 0 else path[:end])
+
+
+def _file_size(fs, p: str) -> int | None:
+    """Size of a regular file; None for anything else: missing, a folder, a dangling link or a link loop."""
+    try:
+        info = fs.info(p)
+    except OSError:  # FileNotFoundError, ELOOP, EACCES, ...
+        return None
+    return int(info["size"]) if info.get("type") == "file" else None
 
 
 def _join(base: str, *parts: str) -> str:
@@ -57,6 +82,7 @@ class ShardErrors:
 
     corrupt_members: int = 0
     missing_shards: int = 0
+    captions_not_utf8: int = 0  # decoded with U+FFFD replacements, still used
     messages: list[str] = field(default_factory=list)
 
     def add(self, kind: str, msg: str) -> None:
@@ -66,7 +92,7 @@ class ShardErrors:
 
     def as_dict(self) -> dict:
         return {"corrupt_members": self.corrupt_members, "missing_shards": self.missing_shards,
-                "messages": self.messages}
+                "captions_not_utf8": self.captions_not_utf8, "messages": self.messages}
 
 
 class Pool:
@@ -87,7 +113,7 @@ class Pool:
 
         return pa.concat_tables([read_metadata_file(p, columns) for p in self.metadata_files()])
 
-    def iter_metadata(self, columns: Sequence[str] | None = None) -> Iterator[tuple[str, "pa.Table"]]:
+    def iter_metadata(self, columns: Sequence[str] | None = None) -> Iterator[tuple[str, Any]]:  # pyarrow Tables
         for p in self.metadata_files():
             yield p, read_metadata_file(p, columns)
 
@@ -233,6 +259,8 @@ def read_npz(parquet_path: str, keys: Sequence[str], n_rows: int | None = None) 
     except Exception as e:
         raise BadInputError(path, f"unreadable npz ({type(e).__name__}: {e})") from None
     for k, a in out.items():
+        if a.ndim == 0:
+            raise BadInputError(path, f"npz array {k!r} is a scalar, not one row per parquet row")
         if len(a) != n_rows:
             raise BadInputError(path, f"npz array {k!r} has {len(a)} rows but its parquet has {n_rows}")
     return out
@@ -249,15 +277,27 @@ def _success_uids(table_path: str) -> np.ndarray:
 def iter_tar_json(tar_path: str, errors: ShardErrors) -> Iterator[dict]:
     """Yield the parsed json member of each sample of one tar (no image decoding)."""
     fs, p = _fs(tar_path)
+    if _file_size(fs, p) is None:
+        errors.add("missing_shards", f"{tar_path}: shard does not exist or is not a readable file")
+        return
     try:
         with fs.open(p, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tf:
             for m in tf:
                 if not m.name.endswith(".json"):
                     continue
+                member = tf.extractfile(m) if m.isfile() else None
+                if member is None:
+                    errors.add("corrupt_members", f"{tar_path}: member {m.name}: not a regular file")
+                    continue
                 try:
-                    yield json.loads(tf.extractfile(m).read())
+                    sample = json.loads(member.read())
                 except (json.JSONDecodeError, UnicodeDecodeError, tarfile.TarError, OSError) as e:
                     errors.add("corrupt_members", f"{tar_path}: member {m.name}: {e}")
+                    continue
+                if not isinstance(sample, dict) or not isinstance(sample.get("uid"), str):
+                    errors.add("corrupt_members", f"{tar_path}: member {m.name}: not a JSON object with a uid")
+                    continue
+                yield sample
     except (tarfile.TarError, OSError, EOFError) as e:
         errors.add("corrupt_members", f"{tar_path}: {type(e).__name__}: {e}")
 
@@ -280,11 +320,16 @@ def iter_shard_samples(
 
     for url in shards:
         fs, p = _fs(url)
-        if not fs.exists(p):
-            errors.add("missing_shards", f"{url}: shard does not exist")
+        try:
+            if _file_size(fs, p) is None:  # gone, a folder, a dangling link, a link loop
+                raise FileNotFoundError(url)
+            stream = fs.open(p, "rb")
+        except OSError as e:
+            errors.add("missing_shards", f"{url}: shard does not exist or is not a readable file "
+                                         f"({e.strerror or type(e).__name__})")
             continue
         current["url"] = url
-        with fs.open(p, "rb") as stream:
+        with stream:
             # webdataset's own tar expansion and key grouping, over any fsspec stream (local, s3://, ...)
             members = wds.tariterators.tar_file_expander([{"stream": stream, "url": url}], handler=handler)
             yield from _samples(url, wds.tariterators.group_by_keys(members, handler=handler), keep_uid, decode,
@@ -315,24 +360,43 @@ def _samples(url, grouped, keep_uid, decode, errors) -> Iterator[dict]:
             except Exception as e:  # noqa: BLE001
                 errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: undecodable image ({e})")
                 continue
-        txt = raw.get("txt")
+        text, not_utf8 = _caption(raw.get("txt"), meta)
+        if not_utf8:
+            errors.add("captions_not_utf8", f"{url}: sample {raw.get('__key__')}: caption is not UTF-8 "
+                                            "(decoded with replacement characters)")
         yield {
             "uid": uid,
             "key": raw.get("__key__"),
             "image": img,
-            "text": txt.decode("utf-8") if isinstance(txt, bytes) else meta.get("caption", ""),
+            "text": text,
+            "text_not_utf8": not_utf8,
             "json": meta,
             "shard": url,
         }
 
 
-def pool_fingerprint(pool: "Pool") -> str:
-    """Hash of the pool's metadata and shard file names and sizes (cheap: a listing, no data read)."""
+def _caption(txt, meta: dict) -> tuple[str, bool]:
+    """A sample's caption (its .txt member, else json["caption"]) and whether its bytes were not UTF-8: one bad
+    caption is decoded with U+FFFD replacements and counted, never fatal."""
+    if not isinstance(txt, bytes):
+        caption = meta.get("caption")
+        return (caption if isinstance(caption, str) else ""), False
+    try:
+        return txt.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return txt.decode("utf-8", errors="replace"), True
+
+
+def pool_fingerprint(pool: Pool) -> str:
+    """Hash of the pool's metadata and shard file names and sizes (cheap: a listing, no data read). A shard that
+    is not a readable file (gone, a folder, a dangling link, a link loop) counts by its name alone: reading
+    it later counts it as a missing shard."""
     import hashlib
     from pathlib import Path
 
     h = hashlib.sha256()
     for p in pool.metadata_files() + pool.shard_files():
         fs, q = _fs(p)
-        h.update(f"{Path(p).name}:{fs.size(q)}\n".encode())
+        size = _file_size(fs, q)
+        h.update(f"{Path(p).name}:{'unreadable' if size is None else size}\n".encode())
     return h.hexdigest()[:16]

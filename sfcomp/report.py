@@ -2,8 +2,9 @@
 
 - mix size, next mix size, overlap between this round's mix and the next;
 - score histogram (split clean / noisy where the pool has truth.parquet);
-- with truth: precision and recall of clean samples in the top-k (k = top_frac of the pool) for every score
-  field, and in the next mix; the noise types the next mix still holds;
+- with truth: precision and recall of clean samples in the top `top_frac` of the pool for every score field
+  (the rule export-subset uses: `sfcomp.select.top_fraction_mask`), and in the next mix; the noise types the
+  next mix still holds;
 - composition drift: k-means clusters of the round model's own image embeddings (fitted on a sample of the
   pool); each cluster's share of the next mix vs of the pool, and (with truth) each class's share. The
   coverage figure is sum_c min(share_mix_c, share_pool_c) = 1 - total variation distance: 1.0 means the mix
@@ -63,12 +64,11 @@ def precision_recall(selected: np.ndarray, clean: np.ndarray) -> dict:
 
 
 def top_mask(scores: np.ndarray, frac: float) -> np.ndarray:
-    """Exactly int(N*frac) highest scores (ties by row order) — the top-k the precision figures use."""
-    k = int(len(scores) * frac)
-    m = np.zeros(len(scores), bool)
-    if k:
-        m[np.argsort(-scores, kind="stable")[:k]] = True
-    return m
+    """The top `frac` by the one top-fraction rule (`sfcomp.select.top_fraction_mask`, the rule export-subset
+    and every round's next mix use), so the precision figures describe the subsets sfcomp writes."""
+    from .select import top_fraction_mask
+
+    return top_fraction_mask(scores, frac)
 
 
 def write_round_report(rdir: Path, k: int, uids: np.ndarray, fields: dict[str, np.ndarray], default: str,

@@ -1,15 +1,11 @@
-"""Embed and score samples with a trained in-loop CLIP.
+"""Embed and score samples with a trained in-loop CLIP: L2-normalised image and text embeddings and their cosine.
 
-Score types (all higher = more likely a clean, aligned pair):
-- `cosine`: image-text cosine similarity of the round's model (in-sample for samples it trained on).
-- `crossfit`: cross-fitted cosine: the mix is split into k folds, one model per fold trained on the other folds;
-  a mix sample is scored only by models that did not train on it, a sample outside the mix by all of them
-  (averaged). Resists self-confirmation: a memorised noisy pair cannot vouch for itself.
-- `ckpt_avg`: cosine averaged over snapshots taken during training (noisy pairs are learned late).
+What a round makes of the cosines (the score types `crossfit`, `cosine`, `ckpt_avg`, ...) is registered in
+`sfcomp.scoretypes`, with the arithmetic in `sfcomp.crossfit`.
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .atomic import atomic_open, write_json
 from .errors import BadInputError
-from .uids import UID_DTYPE, uids_to_hex
+from .kway import merge_sorted_chunks, per_stream_rows
+from .uids import NPY_FORMAT_ERRORS, UID_DTYPE, check_npy_size, uid_hex, uid_le_next, uid_order, uids_to_hex
 
 FORMAT = "sfcomp-scores/1"
 _RESERVED = {"format", "n", "fields", "default"}
@@ -30,34 +31,15 @@ CHUNK_ROWS = 1 << 22  # rows per chunk in streaming passes (4M rows = 80 MB at o
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
-    return Path(f"{os.fspath(path)}.json")
+    """`X.npy` -> `X.npy.json`, the sidecar of a score file or subset (the one rule: `sfcomp.guard.sidecar`, the
+    bottom layer, which input protection needs too)."""
+    from .guard import sidecar
+
+    return Path(sidecar(path))
 
 
 def score_dtype(fields: Sequence[str]) -> np.dtype:
     return np.dtype([("f0", "<u8"), ("f1", "<u8")] + [(f, "<f4") for f in fields])
-
-
-# ---------------------------------------------------------------- uid order helpers (shared with select/streaming)
-
-def uid_order(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
-    """Permutation sorting by (f0, f1): a fast uint64 argsort, lexsort only when some f0 repeats."""
-    order = np.argsort(f0, kind="stable")
-    s0 = f0[order]
-    if len(s0) > 1 and (s0[1:] == s0[:-1]).any():
-        order = np.lexsort((f1, f0))
-    return order
-
-
-def uid_le_next(f0: np.ndarray, f1: np.ndarray, strict: bool) -> np.ndarray:
-    """For consecutive pairs: uid[i] < uid[i+1] (strict) or <= (not strict)."""
-    a0, b0, a1, b1 = f0[:-1], f0[1:], f1[:-1], f1[1:]
-    return (a0 < b0) | ((a0 == b0) & ((a1 < b1) if strict else (a1 <= b1)))
-
-
-def _uid_hex(f0, f1) -> str:
-    one = np.empty(1, UID_DTYPE)
-    one["f0"], one["f1"] = f0, f1
-    return str(uids_to_hex(one)[0])
 
 
 def check_rows(path, arr: np.ndarray, fields: Sequence[str], prev: tuple[int, int] | None = None,
@@ -71,7 +53,7 @@ def check_rows(path, arr: np.ndarray, fields: Sequence[str], prev: tuple[int, in
         p0, p1 = prev
         if not (p0 < f0[0] or (p0 == f0[0] and p1 < f1[0])):
             what = "duplicate uid" if (p0, p1) == (int(f0[0]), int(f1[0])) else "uids not sorted"
-            raise BadInputError(path, f"{what} at row {offset} ({_uid_hex(f0[0], f1[0])}); score files must be "
+            raise BadInputError(path, f"{what} at row {offset} ({uid_hex(f0[0], f1[0])}); score files must be "
                                       "sorted by uid with each uid once")
     if len(arr) > 1:
         ok = uid_le_next(f0, f1, strict=True)
@@ -79,7 +61,7 @@ def check_rows(path, arr: np.ndarray, fields: Sequence[str], prev: tuple[int, in
             i = int(np.argmin(ok))
             dup = f0[i] == f0[i + 1] and f1[i] == f1[i + 1]
             what = "duplicate uid" if dup else "uids not sorted"
-            raise BadInputError(path, f"{what} at row {offset + i + 1} ({_uid_hex(f0[i + 1], f1[i + 1])}); score "
+            raise BadInputError(path, f"{what} at row {offset + i + 1} ({uid_hex(f0[i + 1], f1[i + 1])}); score "
                                       "files must be sorted by uid with each uid once")
     for name in fields:
         col = arr[name]
@@ -88,7 +70,7 @@ def check_rows(path, arr: np.ndarray, fields: Sequence[str], prev: tuple[int, in
             bad = int((~finite).sum())
             i = int(np.argmin(finite))
             raise BadInputError(path, f"{bad} non-finite (NaN/inf) values in score {name!r}, first at row "
-                                      f"{offset + i} ({_uid_hex(f0[i], f1[i])}: {col[i]})")
+                                      f"{offset + i} ({uid_hex(f0[i], f1[i])}: {col[i]})")
 
 
 def _fields_of(path, dtype: np.dtype) -> list[str]:
@@ -171,11 +153,17 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     side = sidecar_path(path)
     try:
         with open(side) as f:
-            return json.load(f)
+            out = json.load(f)
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInputError(side, f"unreadable score sidecar ({e})") from None
+    except OSError as e:
+        raise BadInputError(side, f"unreadable score sidecar ({e.strerror or e})") from None
+    if not isinstance(out, dict):
+        raise BadInputError(side, f"score sidecar is not a JSON object (got a JSON {type(out).__name__}); "
+                                  "delete it or write {\"default\": FIELD, ...}")
+    return out
 
 
 def _npy_header(path) -> tuple[np.dtype, int, int]:
@@ -188,7 +176,7 @@ def _npy_header(path) -> tuple[np.dtype, int, int]:
                     shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
                 else:
                     shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            except ValueError as e:
+            except NPY_FORMAT_ERRORS as e:
                 raise BadInputError(path, f"not a .npy file ({e})") from None
             offset = f.tell()
     except FileNotFoundError:
@@ -199,6 +187,7 @@ def _npy_header(path) -> tuple[np.dtype, int, int]:
     size = os.path.getsize(path)
     if size < need:
         raise BadInputError(path, f"truncated: {size} bytes, header promises {need}")
+    check_npy_size(path, need)
     return dtype, int(shape[0]), offset
 
 
@@ -248,7 +237,7 @@ def read_scores(path: str | os.PathLike, mmap: bool = True, validate: bool = Tru
     info = score_info(path)
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (OSError, *NPY_FORMAT_ERRORS) as e:
         raise BadInputError(path, f"unreadable .npy ({e})") from None
     if validate:
         prev = None
@@ -282,6 +271,14 @@ def iter_score_chunks(path: str | os.PathLike, rows: int = CHUNK_ROWS, fields: S
 
 # ---------------------------------------------------------------- merging per-rank files
 
+def check_disjoint(paths: Sequence[str | os.PathLike], chunk_rows: int = 1 << 22) -> int:
+    """Raise BadInputError if a uid occurs in two of the (each sorted) score files; streams, writes nothing."""
+    per = per_stream_rows(chunk_rows, len(paths))
+    sources = [iter_score_chunks(p, per, fields=()) for p in paths]  # order and uniqueness within a file checked
+    return merge_sorted_chunks(sources, None, UID_DTYPE, None, [os.fspath(p) for p in paths],
+                               out_name="the uids of all score files")
+
+
 def merge_score_files(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike,
                       meta: Mapping | None = None, chunk_rows: int = CHUNK_ROWS) -> dict:
     """Join per-rank score files (same fields, disjoint uids, each sorted) into one sorted score file.
@@ -290,8 +287,6 @@ def merge_score_files(paths: Sequence[str | os.PathLike], out_path: str | os.Pat
     input's default and metadata (minus per-rank keys "rank"/"world_size"), updated by `meta`.
     A uid present in two inputs is an error. Returns the new sidecar dict.
     """
-    from .kway import merge_sorted_files  # local: kway imports this module
-
     if not paths:
         raise BadInputError(out_path, "no score files to merge")
     infos = [score_info(p) for p in paths]
@@ -305,8 +300,9 @@ def merge_score_files(paths: Sequence[str | os.PathLike], out_path: str | os.Pat
     n = sum(i["n"] for i in infos)
     out_path = Path(out_path)
     _write_pair(out_path, {"format": FORMAT, "n": n, "fields": fields, "default": default, **side},
-                lambda: merge_sorted_files(paths, out_path, score_dtype(fields), check_fields=fields,
-                                           chunk_rows=chunk_rows))
+                lambda: merge_sorted_chunks(
+                    [iter_score_chunks(p, per_stream_rows(chunk_rows, len(paths)), fields=fields) for p in paths],
+                    out_path, score_dtype(fields), n, [os.fspath(p) for p in paths]))
     return read_sidecar(out_path)
 
 
@@ -318,6 +314,9 @@ def scores_to_parquet(path: str | os.PathLike, out_parquet: str | os.PathLike,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .guard import check_outputs, with_sidecars
+
+    check_outputs([out_parquet], with_sidecars([path]), what="output")
     info = score_info(path)
     schema = pa.schema([("uid", pa.string())] + [(f, pa.float32()) for f in info["fields"]],
                        metadata={b"sfcomp_scores": json.dumps(info["sidecar"], default=str).encode()})

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError
-from .scorefile import uid_order
-from .uids import UID_DTYPE
+from .uids import UID_DTYPE, refuse_empty, uid_order
 
 Source = str | os.PathLike | None
 
@@ -106,6 +105,9 @@ def threshold_mask(scores: np.ndarray, threshold: float, source: Source = None) 
 
 
 def top_fraction_mask(scores: np.ndarray, fraction: float, source: Source = None) -> np.ndarray:
+    """The top-fraction rule of sfcomp: what "the top fraction f" of N scores means in export-subset, every
+    round's next mix, the round report's precision figures, the sweep and the bench (DataComp's: keep score >=
+    the (int(N*f)+1)-th largest)."""
     return threshold_mask(scores, threshold_for_fraction(scores, fraction, source), source)
 
 
@@ -193,9 +195,27 @@ def mix_counts(n: int, top_frac: float | None = None, top_k: int | None = None, 
         if random_frac is not None and random_frac < 0:
             raise BadInputError(source, f"random fraction must be in (0, 1] (or 0 for none), got {random_frac}")
         k_rand = 0
-    if rule is None and k_rand == 0:
+    if rule is None and not random_frac and random_count is None:
         raise BadInputError(source, "nothing to select: give top_frac, top_k or threshold, and/or a random part")
     return rule, k_top, k_rand
+
+
+def check_selection(n_selected: int, n_pool: int, source: Source, top_k: int | None = None,
+                    threshold: float | None = None, allow_empty: bool = False, random_frac: float | None = None,
+                    random_count: int | None = None) -> None:
+    """Refuse an empty selection by the one rule for empty subsets (`sfcomp.uids.refuse_empty`), saying why it is
+    empty. Called by every path that writes a mix (in memory, streaming), before anything is written."""
+    if threshold is not None:
+        why = f"threshold {threshold} is above every score"
+    elif top_k is not None:
+        why = f"top-k is {top_k}"
+    elif random_frac:
+        why = f"random fraction {random_frac} of {n_pool} samples is int({n_pool} * {random_frac}) = 0 samples"
+    elif random_count is not None:
+        why = f"random count is {random_count}"
+    else:
+        why = f"no sample of the {n_pool} was picked"
+    refuse_empty(n_selected, source, why, allow_empty)
 
 
 def make_mix(uids: np.ndarray, scores: np.ndarray | None, top_frac: float | None = None, top_k: int | None = None,

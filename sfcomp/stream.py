@@ -7,7 +7,7 @@ Training cycles over its shards (seeded shard order + a shuffle buffer) until th
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -17,18 +17,19 @@ from .train import dist_info, train_loop
 
 
 def _sample_stream(shards: Sequence[str], members: np.ndarray, image_size: int, context_length: int,
-                   errors: ShardErrors) -> Iterator[tuple[np.ndarray, np.ndarray, str]]:
-    from .cache import _tokenizer, resize_center_crop
+                   errors: ShardErrors) -> Iterator[tuple[np.ndarray, np.ndarray, str, bool]]:
+    """(pixels, tokens, uid, caption was not UTF-8) of each member sample of `shards`."""
+    from .cache import resize_center_crop
+    from .text import tokenize_captions
 
     keep = set(U.uids_to_hex(members).tolist())
-    tok = _tokenizer(context_length)
     for s in iter_shard_samples(shards, keep_uid=keep.__contains__, decode="pil", errors=errors):
         try:
             px = resize_center_crop(s["image"], image_size)
         except Exception as e:  # noqa: BLE001
             errors.add("corrupt_members", f"{s['shard']}: {s['key']}: {e}")
             continue
-        yield px, tok([s["text"]])[0].numpy().astype(np.int32), s["uid"]
+        yield px, tokenize_captions([s["text"]], context_length)[0], s["uid"], s["text_not_utf8"]
 
 
 class _ShardDataset:
@@ -74,7 +75,7 @@ def _shuffled(stream, size: int, rng) -> Iterator:
 def _collate(items):
     px = np.stack([i[0] for i in items])
     tok = np.stack([i[1] for i in items])
-    return px, tok, [i[2] for i in items]
+    return px, tok, [i[2] for i in items], [i[3] for i in items]
 
 
 class StreamedPoolData:
@@ -86,9 +87,14 @@ class StreamedPoolData:
         members = U.sort_uids(pool.metadata_uids())
         parts, shard_ids = [], []
         self.shards = pool.shard_files()
+        self._unlisted = set()  # shards that are not readable files (a link loop, a folder) and have no table
         for i, shard in enumerate(self.shards):
             table = shard[: -len(".tar")] + ".parquet"
-            u = _success_uids(table)
+            if _readable(table) or _readable(shard):
+                u = _success_uids(table)
+            else:
+                self._unlisted.add(i)
+                u = np.empty(0, U.UID_DTYPE)
             u = u[U.isin_sorted(u, members)]
             parts.append(u)
             shard_ids.append(np.full(len(u), i, np.int32))
@@ -100,20 +106,16 @@ class StreamedPoolData:
         # rows some embed() call could not read (shard gone, member corrupt): left out of the score file, and
         # counted once each in `errors` however many models scored them
         self.unread = np.zeros(len(self.uids), bool)
+        self.caption_not_utf8 = np.zeros(len(self.uids), bool)  # counted once each, like `unread`
 
     @property
     def errors(self) -> dict:
         """Shard errors seen while scoring: shards that were gone, and unreadable samples of the others."""
-        from .pool import _fs
-
         rows = np.flatnonzero(self.unread)
-        gone = set()
-        for i in np.unique(self.shard[rows]).tolist():
-            fs, p = _fs(self.shards[i])
-            if not fs.exists(p):
-                gone.add(i)
+        gone = {i for i in np.unique(self.shard[rows]).tolist() if not _readable(self.shards[i])}
         in_gone = np.isin(self.shard[rows], sorted(gone))
-        return {"corrupt_members": int((~in_gone).sum()), "missing_shards": len(gone)}
+        return {"corrupt_members": int((~in_gone).sum()), "missing_shards": len(gone | self._unlisted),
+                "captions_not_utf8": int(self.caption_not_utf8.sum())}
 
     def rows_of_shards(self, names) -> np.ndarray:
         from pathlib import Path
@@ -137,17 +139,16 @@ class StreamedPoolData:
         mine = rows[self.shard[rows] % world == rank] if world > 1 else rows
         batch = max(1, min(preset["batch_size"], len(rows)) // world)
         loader = self._loader(mine, seed + rank, cycle=True, batch=batch, shuffle_buffer=4 * batch)
-        batches = ((px, tok) for px, tok, _ in loader if len(px) == batch)
+        batches = ((px, tok) for px, tok, _, _ in loader if len(px) == batch)
         try:
             return train_loop(model, batches, preset, steps, device, progress, on_step, desc)
         except RuntimeError as e:
             if "ran out" not in str(e):
                 raise
             from .errors import BadInputError
-            from .pool import _fs
 
             used = [self.shards[i] for i in np.unique(self.shard[mine])]
-            gone = [sh for sh in used if not _fs(sh)[0].exists(_fs(sh)[1])]
+            gone = [sh for sh in used if not _readable(sh)]
             if gone:
                 raise BadInputError(gone[0], f"training shard disappeared during the run ({e}); restore it, or "
                                              "leave it out of --train-shards") from None
@@ -161,9 +162,15 @@ class StreamedPoolData:
         from .score import embed_batches
 
         loader = self._loader(rows, 0, cycle=False, batch=preset["score_batch_size"], shuffle_buffer=0)
-        got_uids, imgs, txts = [], [], []
-        pairs = ((px, tok) for px, tok, u in loader if got_uids.append(u) is None)
-        for img, txt in tqdm(embed_batches(model, pairs, preset, device), desc="embed", disable=not progress,
+        got_uids, not_utf8, imgs, txts = [], [], [], []
+
+        def pairs():
+            for px, tok, u, bad in loader:
+                got_uids.append(u)
+                not_utf8.append(bad)
+                yield px, tok
+
+        for img, txt in tqdm(embed_batches(model, pairs(), preset, device), desc="embed", disable=not progress,
                              leave=False, dynamic_ncols=True):
             imgs.append(img)
             txts.append(txt)
@@ -181,6 +188,15 @@ class StreamedPoolData:
             read = np.zeros(len(rows), bool)
             read[pos[ok]] = True
             self.unread[rows[~read]] = True
+            bad = np.array([x for b in not_utf8 for x in b], bool)
+            self.caption_not_utf8[rows[pos[ok & bad]]] = True
         else:
             self.unread[rows] = True
         return out_i, out_t
+
+
+def _readable(path: str) -> bool:
+    """`path` is a regular file (not gone, a folder, a dangling link or a link loop)."""
+    from .pool import _file_size, _fs
+
+    return _file_size(*_fs(path)) is not None

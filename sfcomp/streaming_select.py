@@ -21,19 +21,23 @@ Peak memory ~ chunk_rows * (row size + ~40 bytes) + budget_rows * ~40 bytes + th
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .errors import BadInputError
-from .kway import check_disjoint, iter_raw, merge_sorted_chunks, per_stream_rows, remove_stale_temps
-from .scorefile import CHUNK_ROWS, iter_score_chunks, score_info
-from .select import key_to_score, mix_counts, score_key, uid_hash
+from .guard import check_outputs, with_sidecars
+from .atomic import remove_stale_temps
+from .kway import iter_raw, merge_sorted_chunks, per_stream_rows
+from .scorefile import CHUNK_ROWS, check_disjoint, iter_score_chunks, score_info
+from .select import check_selection, key_to_score, mix_counts, score_key, uid_hash
 from .uids import UID_DTYPE
 
 DIGIT = 16
@@ -133,18 +137,21 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
                   top_frac: float | None = None, top_k: int | None = None, threshold: float | None = None,
                   random_frac: float | None = 0.0, random_count: int | None = None, seed: int = 0,
                   chunk_rows: int = CHUNK_ROWS, budget_rows: int = BUDGET_ROWS,
-                  check_parts_disjoint: bool = True, timings: dict[str, float] | None = None) -> dict[str, Any]:
+                  check_parts_disjoint: bool = True, timings: dict[str, float] | None = None,
+                  allow_empty: bool = False) -> dict[str, Any]:
     """Streaming `make_mix` over score files -> sorted unique subset `.npy` at `out_npy` (atomic).
 
     Same arguments, semantics and info counts as `sfcomp.select.make_mix` (plus "passes"). Never holds more
     than about chunk_rows + budget_rows rows at once. Each file is checked (sorted, unique, finite) as it is
     read; with several files, `check_parts_disjoint` adds one merge pass over their uids that refuses a uid
     present in two files (without it, such a uid is caught only if selected). `timings`, if given, receives
-    the seconds of each phase.
+    the seconds of each phase. An empty selection is refused unless `allow_empty` (`select.check_selection`):
+    nothing is written then.
     """
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise BadInputError(out_npy, "no score files given")
+    check_outputs([out_npy], with_sidecars(paths), what="output")
     infos = [score_info(p) for p in paths]
     field = infos[0]["default"] if field is None else field
     for p, info in zip(paths, infos):
@@ -225,6 +232,7 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
     counts = {"top": 0, "random": 0, "overlap": 0, "union": 0}
     min_top = np.inf
     out_npy = Path(out_npy)
+    made = [p for p in (out_npy.parent, *out_npy.parent.parents) if not p.exists()]  # removed if refused
     out_npy.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_npy)  # spills and temp files of a killed earlier run
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_npy.name}.parts.", dir=out_npy.parent))
@@ -248,6 +256,14 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
             spills.append(spill)
         passes += 1
         lap("select_spill")
+        try:
+            check_selection(counts["union"], n, src, top_k, threshold, allow_empty, random_frac, random_count)
+        except BadInputError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for d in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
         per = per_stream_rows(chunk_rows, len(spills))
         merge_sorted_chunks([iter_raw(s, UID_DTYPE, per) for s in spills], out_npy, UID_DTYPE, counts["union"],
                             paths, out_name=out_npy)

@@ -8,7 +8,7 @@ the global contrastive batch is the preset's batch size whatever the world size.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -55,25 +55,68 @@ def steps_for(preset: dict, n_samples: int) -> int:
     return max(1, int(math.ceil(preset["epochs"] * n_samples / batch)))
 
 
+def rank_slices(batch: int, world_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) of each rank's rows in a global batch: contiguous, sizes differing by at most one."""
+    bounds = [r * batch // world_size for r in range(world_size + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def batch_indices(n: int, batch_size: int, steps: int, seed: int, rank: int = 0,
                   world_size: int = 1) -> Iterator[np.ndarray]:
     """Row indices of this rank's part of each global batch: epochs of a seeded permutation, last partial
     batch dropped; each rank takes a contiguous slice of the global batch (sorted, for memory-mapped reads)."""
     batch = min(batch_size, n)
-    batch -= batch % world_size
-    if batch == 0:
+    if batch < world_size:
         raise ValueError(f"cannot form a batch from {n} samples across {world_size} ranks")
-    per_rank = batch // world_size
+    # the global batch never depends on the world size: when it does not split evenly, some ranks take
+    # one row more (rank_slices) and the loss masks the padding (RankBalancedClipLoss)
+    lo, hi = rank_slices(batch, world_size)[rank]
     rng = np.random.default_rng(seed)
     done = 0
     while done < steps:
         perm = rng.permutation(n)
         for start in range(0, n - batch + 1, batch):
             glob = perm[start : start + batch]
-            yield np.sort(glob[rank * per_rank : (rank + 1) * per_rank])
+            yield np.sort(glob[lo:hi])
             done += 1
             if done >= steps:
                 return
+
+
+class RankBalancedClipLoss:
+    """open_clip's ClipLoss (local loss, features gathered with their gradients) for global batches that do not
+    split evenly over the ranks: each rank pads its rows to the largest slice, the padding is dropped after the
+    gather, and each rank's summed loss is scaled so that DDP's gradient average is the mean over the global
+    batch, exactly the loss one process computes on the whole batch."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world = rank, world_size
+
+    def __call__(self, image_features, text_features, logit_scale):
+        import torch
+        import torch.distributed as dist
+        import torch.distributed.nn as dist_nn
+        import torch.nn.functional as F
+
+        n = image_features.shape[0]
+        sizes = [torch.zeros(1, dtype=torch.long, device=image_features.device) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([n], device=image_features.device))
+        sizes = [int(x.item()) for x in sizes]
+        pad = max(sizes) - n
+
+        def gather(x):
+            x = F.pad(x, (0, 0, 0, pad))
+            parts = dist_nn.all_gather(x)
+            return torch.cat([p[:k] for p, k in zip(parts, sizes)], dim=0)
+
+        all_image, all_text = gather(image_features), gather(text_features)
+        offset = sum(sizes[: self.rank])
+        labels = torch.arange(offset, offset + n, device=image_features.device)
+        logits_per_image = logit_scale * image_features @ all_text.T
+        logits_per_text = logit_scale * text_features @ all_image.T
+        total = (F.cross_entropy(logits_per_image, labels, reduction="sum") +
+                 F.cross_entropy(logits_per_text, labels, reduction="sum")) / 2
+        return total * self.world / sum(sizes)
 
 
 def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu", progress: bool = True,
@@ -95,7 +138,10 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(model, device_ids=[torch.device(device).index] if torch.device(device).type == "cuda" else None)
-    loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
+    if world > 1:
+        loss_fn = RankBalancedClipLoss(rank, world)
+    else:
+        loss_fn = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
     opt = make_optimizer(model, preset)
     use_amp = preset.get("precision") == "amp_bf16" and torch.device(device).type == "cuda"
     bar = tqdm(total=steps, desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)

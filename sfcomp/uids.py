@@ -7,8 +7,9 @@ Everything here is vectorised: no Python loop over uids.
 from __future__ import annotations
 
 import os
+import tokenize
 from pathlib import Path
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from .atomic import atomic_open
 from .errors import BadInputError
 
 UID_DTYPE = np.dtype([("f0", "<u8"), ("f1", "<u8")])
+# what numpy's .npy header parser raises on a malformed header (it evaluates the header as a Python literal)
+NPY_FORMAT_ERRORS = (ValueError, SyntaxError, tokenize.TokenError)
 
 _HEX_CHARS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _NIBBLE = np.full(256, 255, dtype=np.uint8)  # ascii byte -> nibble; 255 marks a non-hex byte
@@ -128,19 +131,32 @@ def uids_to_hex(uids: np.ndarray) -> np.ndarray:
     return chars.view("S32").reshape(-1).astype("U32")
 
 
-def uid_to_int(uid: str) -> int:
-    return int(uid, 16)
+def uid_order(f0: np.ndarray, f1: np.ndarray) -> np.ndarray:
+    """Permutation sorting by (f0, f1): a fast uint64 argsort, lexsort only when some f0 repeats."""
+    order = np.argsort(f0, kind="stable")
+    s0 = f0[order]
+    if len(s0) > 1 and (s0[1:] == s0[:-1]).any():
+        order = np.lexsort((f1, f0))
+    return order
+
+
+def uid_le_next(f0: np.ndarray, f1: np.ndarray, strict: bool) -> np.ndarray:
+    """For consecutive pairs: uid[i] < uid[i+1] (strict) or <= (not strict)."""
+    a0, b0, a1, b1 = f0[:-1], f0[1:], f1[:-1], f1[1:]
+    return (a0 < b0) | ((a0 == b0) & ((a1 < b1) if strict else (a1 <= b1)))
+
+
+def uid_hex(f0, f1) -> str:
+    """One uid's 32-char hex string from its two halves."""
+    one = np.empty(1, UID_DTYPE)
+    one["f0"], one["f1"] = f0, f1
+    return str(uids_to_hex(one)[0])
 
 
 def sort_uids(uids: np.ndarray) -> np.ndarray:
-    """Sort by (f0, f1). Uses a fast uint64 sort on f0 and only falls back to lexsort when f0 ties exist."""
+    """Sort by (f0, f1) (uid_order)."""
     uids = np.asarray(uids, dtype=UID_DTYPE)
-    order = np.argsort(uids["f0"], kind="stable")
-    out = uids[order]
-    f0 = out["f0"]
-    if len(out) > 1 and (f0[1:] == f0[:-1]).any():
-        out = uids[np.lexsort((uids["f1"], uids["f0"]))]
-    return out
+    return uids[uid_order(uids["f0"], uids["f1"])]
 
 
 def _le(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -206,29 +222,83 @@ def write_subset(path: str | os.PathLike, uids: np.ndarray, allow_duplicates: bo
 
 
 def read_subset(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
-    """Read a subset as DataComp's resharder does: `.npy` (by its magic bytes) or a raw `u8,u8` memmap."""
+    """Read a subset as DataComp's resharder does: `.npy` (by its magic bytes) or a raw `u8,u8` memmap.
+
+    Refused (one line): a `.npy` with bytes after its array, and a text file of hex uids (which a raw memmap
+    read would turn into garbage uids)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            magic = f.read(6)
+            head = f.read(_TEXT_SNIFF)
     except FileNotFoundError:
         raise BadInputError(path, "subset file does not exist") from None
-    if magic == b"\x93NUMPY":
+    except IsADirectoryError:
+        raise BadInputError(path, "is a folder, not a subset file") from None
+    if head[:6] == b"\x93NUMPY":
         try:
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (OSError, *NPY_FORMAT_ERRORS) as e:
             raise BadInputError(path, f"unreadable .npy ({e})") from None
         if arr.dtype != UID_DTYPE:
             raise BadInputError(path, f"wrong dtype {arr.dtype}, expected u8,u8 (fields f0,f1, little-endian)")
         if arr.ndim != 1:
             raise BadInputError(path, f"subset must be 1-D, got shape {arr.shape}")
+        check_npy_size(path, npy_data_offset(path) + arr.nbytes)
         return arr
+    if looks_like_hex_text(head):
+        raise BadInputError(path, "looks like a text file of hex uids, not a .npy subset: convert it with sfcomp."
+                                  "uids.write_subset(OUT_NPY, sfcomp.uids.hex_to_uids(open(PATH).read().split()))")
     size = path.stat().st_size
     if size % UID_DTYPE.itemsize:
         raise BadInputError(path, f"neither .npy nor a raw u8,u8 memmap ({size} bytes is not a multiple of 16)")
     if size == 0:
         return np.empty(0, UID_DTYPE)
     return np.memmap(path, dtype=UID_DTYPE, mode="r") if mmap else np.fromfile(path, dtype=UID_DTYPE)
+
+
+_TEXT_SNIFF = 4096
+_HEX_TEXT = frozenset(b"0123456789abcdefABCDEF \t\r\n,")
+
+
+def looks_like_hex_text(head: bytes) -> bool:
+    """True when the first bytes of a file are a text list of 32-char hex uids (one per line, or separated by
+    spaces/commas). Random uid bytes pass this with probability about (22/256)**len(head): never in practice."""
+    if len(head) < 32 or not set(head) <= _HEX_TEXT:
+        return False
+    words = head.replace(b",", b" ").split()
+    whole = words if len(head) < _TEXT_SNIFF else words[:-1]  # the last word may be cut by the sniff window
+    return bool(whole) and all(len(w) == 32 for w in whole)
+
+
+def npy_data_offset(path: str | os.PathLike) -> int:
+    """Byte offset of the array data in a `.npy` file (after its header)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(f)
+        else:
+            np.lib.format.read_array_header_2_0(f)
+        return f.tell()
+
+
+def check_npy_size(path: str | os.PathLike, need: int) -> None:
+    """Refuse a `.npy` whose file holds more bytes than its header's array (a concatenation, an append)."""
+    size = os.path.getsize(path)
+    if size > need:
+        raise BadInputError(path, f"{size - need} trailing bytes after the array (the file is {size} bytes, its "
+                                  f"header describes {need}); it is not one .npy array")
+
+
+def refuse_empty(n: int, source: str | os.PathLike | None, reason: str, allow_empty: bool = False,
+                 writing: bool = True) -> None:
+    """The one rule for empty subsets, used by every command that writes a subset (`writing`: export-subset,
+    baseline, the loop's mixes) and every one that reads one (validate-subset, reshard): an empty subset is
+    refused unless the user passed --allow-empty."""
+    if n or allow_empty:
+        return
+    if writing:
+        raise BadInputError(source, f"selection is empty ({reason}); pass --allow-empty to write an empty subset")
+    raise BadInputError(source, f"subset is empty ({reason}); pass --allow-empty to accept an empty subset")
 
 
 def check_subset(path: str | os.PathLike, arr: np.ndarray, allow_duplicates: bool = False) -> None:

@@ -27,14 +27,17 @@ class SubsetReport:
 
 
 def validate_subset(path: str | os.PathLike, pool: str | os.PathLike | None = None,
-                    allow_duplicates: bool = False, check_shards: bool = True) -> SubsetReport:
+                    allow_duplicates: bool = False, check_shards: bool = True,
+                    allow_empty: bool = False) -> SubsetReport:
     """Raise BadInputError (one line, naming the file) on any violation; return counts otherwise.
 
-    Violations: wrong dtype, not 1-D, unsorted, duplicates (unless allowed), uids absent from the pool's metadata.
+    Violations: wrong dtype, not 1-D, empty (unless allowed), unsorted, duplicates (unless allowed), uids absent
+    from the pool's metadata.
     Uids in the metadata but never downloaded are normal and only counted.
     """
     path = os.fspath(path)
     arr = np.asarray(U.read_subset(path))
+    U.refuse_empty(len(arr), path, "0 uids", allow_empty, writing=False)
     U.check_subset(path, arr, allow_duplicates=allow_duplicates)
     dups = U.count_duplicates(arr)
     report = SubsetReport(path=path, requested=len(arr), unique=len(arr) - dups, duplicates=dups)

@@ -17,13 +17,14 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SFCOMP_BIN = ROOT / ".venv" / "bin" / "sfcomp"
+# the installed CLI as a user runs it, by the interpreter running the tests (no path to a venv)
+SFCOMP_CMD = [sys.executable, "-m", "sfcomp"]
 
 MICRO_PRESET = {
     "name": "micro",
@@ -53,7 +54,10 @@ def write_micro_preset(path: Path) -> Path:
 def make_pool(root: Path, n: int = POOL_N, seed: int = POOL_SEED, samples_per_shard: int = POOL_PER_SHARD) -> Path:
     from poolfactory import write_tiny_pool
 
+    import _input_guard
+
     write_tiny_pool(root, n=n, seed=seed, samples_per_shard=samples_per_shard)
+    _input_guard.register(root)  # checked again when the session ends: no command may change an input
     return root
 
 
@@ -288,3 +292,14 @@ requires_fashion_mnist = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists()
     and "SFCOMP_FASHION_MNIST_DIR" not in os.environ,
     reason="Fashion-MNIST (Debian package dataset-fashion-mnist) is not installed")
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `path` (hidden ones included; `path` itself when it is a file),
+    so a test can assert that a command changed no byte and no file name of an input."""
+    import hashlib
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {("." if p == path else str(p.relative_to(path))): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files}

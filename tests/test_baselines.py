@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from baselines import rules
-from baselines.apply import BaselineArgs, BaselineArgsError, check_args, run_baseline
+from sfcomp.baselines import rules
+from sfcomp.baselines.apply import BaselineArgs, BaselineArgsError, run_baseline
 from sfcomp import uids as U
 from sfcomp.errors import BadInputError, SfcompError
 
@@ -135,7 +135,7 @@ def test_fasttext_tokenizer_is_stricter_than_split():
 
 
 def test_wordnet_first_synset_matches_nltk():
-    from baselines.wordnet import WordNet, imagenet21k_offsets
+    from sfcomp.baselines.wordnet import WordNet, imagenet21k_offsets
 
     try:
         wn = WordNet()
@@ -217,7 +217,7 @@ def test_laion2b(pool):
 
 
 def test_text_based(pool):
-    from baselines.wordnet import WordNet
+    from sfcomp.baselines.wordnet import WordNet
 
     try:
         WordNet()
@@ -358,7 +358,7 @@ def test_missing_column(tmp_path):
 
 def test_empty_selection_is_an_error_and_writes_nothing(pool, tmp_path):
     out = tmp_path / "empty.npy"
-    with pytest.raises(SfcompError, match=r"clip_score: the selection is empty \(0 of 10 rows kept\)"):
+    with pytest.raises(SfcompError, match=r"selection is empty \(clip_score kept 0 of 10 rows\); pass --allow-empty"):
         run(pool, "clip_score", out=out, arch="b32", threshold=0.99)
     assert not out.exists() and not Path(str(out) + ".json").exists()
 

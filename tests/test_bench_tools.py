@@ -8,10 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+BENCH = Path(__file__).resolve().parent.parent / "bench"
 
-from run_all import Scheduler  # noqa: E402
-from sweep_mix import Sweep, auroc, parse_args  # noqa: E402
+
+def _bench_module(name: str):
+    """A bench script as a module, loaded by path (bench/ is not a package: its scripts import their siblings
+    by plain name, as `python bench/NAME.py` finds them)."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+Scheduler = _bench_module("run_all").Scheduler
+_sweep = _bench_module("sweep_mix")
+Sweep, auroc, parse_args = _sweep.Sweep, _sweep.auroc, _sweep.parse_args
 
 
 def test_lower_priority_number_runs_first_and_tasks_may_queue_tasks():

@@ -13,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from poolfactory import CLASSES, load_fashion_mnist, write_tiny_pool  # noqa: E402
+from poolfactory import CLASSES, load_fashion_mnist, write_tiny_pool
 
-from eval import reshard as R  # noqa: E402
-from eval.compare import compare  # noqa: E402
-from eval.evaluate import classification_metrics, find_tasks, read_results, retrieval_metrics  # noqa: E402
-from eval.scales import get_scale, load_scales  # noqa: E402
-from eval.train import trainer_args  # noqa: E402
-from sfcomp import uids as U  # noqa: E402
-from sfcomp.errors import BadInputError  # noqa: E402
+from sfcomp.eval import reshard as R
+from sfcomp.eval.compare import compare
+from sfcomp.eval.evaluate import classification_metrics, find_tasks, read_results, retrieval_metrics
+from sfcomp.eval.scales import get_scale, load_scales
+from sfcomp.eval.train import trainer_args
+from sfcomp import uids as U
+from sfcomp.errors import BadInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 SFCOMP = [sys.executable, "-c", "import sys; from sfcomp.cli import main; sys.argv[0] = 'sfcomp'; main()"]
@@ -55,7 +54,6 @@ def pool_samples(root: Path) -> dict[str, dict[str, bytes]]:
 # ---- reshard -------------------------------------------------------------------------------------------------
 def test_reshard_selects_upsamples_and_counts(pool, tmp_path):
     root, info = pool
-    uids = np.array(info["uids"])
     present = sorted(info["present"])
     absent = sorted(set(info["uids"]) - info["present"])[:7]
     rng = np.random.default_rng(0)
@@ -277,7 +275,7 @@ def test_find_tasks_datacomp_layout_and_plain_folders(tmp_path):
 
 # ---- a real tiny run: reshard -> open_clip_train -> evaluate -> compare ------------------------------------------
 def test_train_eval_through_open_clip_train_then_compare(pool, tmp_path):
-    from eval.pipeline import train_eval
+    from sfcomp.eval.pipeline import train_eval
 
     root, info = pool
     clean = [u for u, c in zip(info["uids"], info["clean"]) if c]
@@ -285,8 +283,13 @@ def test_train_eval_through_open_clip_train_then_compare(pool, tmp_path):
     evald = tmp_path / "evalsets"
     write_wds_classification(evald / "fmnist", 60)
     write_wds_retrieval(evald / "fmnist_ret", 20)
+    import logging
+
+    levels = {name: logging.getLogger(name).level for name in ("", "torch._dynamo", "PIL", "sfcomp")}
     run = train_eval(tmp_path / "run", evald, subset=tmp_path / "clean.npy", pool=root, method="clean",
                      scale="tiny", seed=1, samples_seen=512, shard_size=100, threads=2, log=lambda m: None)
+    # open_clip's trainer sets every logger to INFO; the caller's levels are given back (no leaked INFO lines)
+    assert {name: logging.getLogger(name).level for name in levels} == levels
     ckpt = Path(run["checkpoint"])
     assert ckpt.exists() and ckpt.name == "epoch_latest.pt"
     tinfo = json.loads((tmp_path / "run" / "train" / "info.json").read_text())
@@ -308,7 +311,7 @@ def test_train_eval_through_open_clip_train_then_compare(pool, tmp_path):
     assert summary["average"] == pytest.approx(np.mean([r["metrics"]["main_metric"] for r in rows]))
 
     # the preprocessed-image cache gives the same numbers, on first use (fills it) and on reuse
-    from eval.evaluate import evaluate
+    from sfcomp.eval.evaluate import evaluate
 
     for k in (1, 2):
         evaluate(ckpt, run["model"], evald, tmp_path / f"cached{k}", cache_dir=tmp_path / "cache", log=lambda m: None)
@@ -335,7 +338,7 @@ def test_train_eval_through_open_clip_train_then_compare(pool, tmp_path):
 
 
 def test_train_refuses_a_folder_holding_another_run(pool, tmp_path):
-    from eval.train import train
+    from sfcomp.eval.train import train
 
     root, info = pool
     U.write_subset(tmp_path / "s.npy", U.hex_to_uids(sorted(info["present"])[:50]))
@@ -349,7 +352,7 @@ def test_train_refuses_a_folder_holding_another_run(pool, tmp_path):
 
 
 def test_fasttar_reads_what_tarfile_writes_and_back(tmp_path):
-    from eval import fasttar
+    from sfcomp.eval import fasttar
 
     members = [("a/k1.jpg", b"\xff\xd8" * 700), ("k1.txt", b""), ("x" * 120 + ".json", b"{}"),
                ("\u00e9t\u00e9.txt", b"caf\xc3\xa9")]
@@ -418,7 +421,7 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
 
 
 def test_standing_against_references_gap_closed_and_spread():
-    from eval.compare import MethodRow, Run, standing
+    from sfcomp.eval.compare import MethodRow, Run, standing
 
     def row(method, vals):
         return MethodRow(method, [Run(method, s, 10, None, 100, {"fm": v}, v, "x", "") for s, v in enumerate(vals)])

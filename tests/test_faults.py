@@ -2,13 +2,12 @@
 uninterrupted run's. A shard that disappears or is corrupt mid-run is reported and skipped, not fatal.
 
 Each faulted run is the real CLI (`sfcomp run ...`) in a child process that SIGKILLs itself at a chosen point
-(see tests/_e_harness.py: a real kill -9, no handlers run); one test kills the real `.venv/bin/sfcomp` from the
+(see tests/_e_harness.py: a real kill -9, no handlers run); one test kills such a child (the real CLI) from the
 outside on timing. The rerun has no fault. Table of results: docs/RELIABILITY.md.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -94,7 +93,7 @@ def test_kill_then_rerun_is_byte_identical(ref, tmp_path, name):
             assert (cache / f).read_bytes() == (ref["cache"] / f).read_bytes(), f
 
 
-def test_corrupt_checkpoint_is_retrained_or_named(ref, tmp_path):
+def test_corrupt_checkpoint_is_retrained_with_a_warning(ref, tmp_path):
     work = tmp_path / "w"
     (work / "round_00").mkdir(parents=True)
     shutil.copy(ref["work"] / "config.json", work / "config.json")
@@ -104,11 +103,10 @@ def test_corrupt_checkpoint_is_retrained_or_named(ref, tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     r = H.run_cli(H.loop_cmd("run", ref["pool"], work, ref["preset"], ref["cache"], "--rounds", "1"),
                   tmp_path / "logs")
-    if r.code == 2:
-        H.assert_one_line_error((r.code, r.out, r.err), ckpt, "checkpoint")
-    else:
-        assert r.code == 0, r
-        _assert_same_as_reference(ref, work, 1)
+    assert r.code == 0, r
+    warnings = [line for line in r.err.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: {ckpt}: unreadable checkpoint (RuntimeError); retraining fold 1"], r.err
+    _assert_same_as_reference(ref, work, 1)
 
 
 def test_external_kill(ref, tmp_path):

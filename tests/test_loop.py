@@ -23,10 +23,9 @@ from sfcomp.model import load_preset
 from sfcomp.pool import Pool
 from sfcomp.scorefile import read_scores, read_sidecar
 
-sys.path.insert(0, str(Path(__file__).parent))
-from poolfactory import write_tiny_pool  # noqa: E402
+from poolfactory import write_tiny_pool
 
-import torch  # noqa: E402
+import torch
 
 torch.set_num_threads(1)
 

@@ -36,6 +36,7 @@ JSON_KEYS = {"uid", "caption", "url", "key", "status", "width", "height", "origi
 STATS_KEYS = {"count", "successes", "failed_to_download", "failed_to_resize", "duration", "start_time",
               "end_time", "status_dict"}
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
+FASHION = dict(vocab=F.CAPTIONS, served_sides=F.SERVED_SIDES, served_side_p=F.SERVED_SIDE_P)  # make-pool's words
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_clean_captions_name_their_class(pool):
     meta = _metadata(out).set_index("uid")
     truth = pd.read_parquet(out / "truth.parquet").set_index("uid")
     clean = truth[truth["clean"]]
-    hits = [any(s.lower() in meta.loc[u, "text"].lower() for s in C.SYNONYMS[c])
+    hits = [any(s.lower() in meta.loc[u, "text"].lower() for s in F.SYNONYMS[c])
             for u, c in zip(clean.index, clean["class"])]
     assert np.mean(hits) == 1.0
 
@@ -287,7 +288,7 @@ def test_assign_types_exact_counts():
                                            ("neardup", {"neardup_conflict"})])
 def test_profiles_shape_the_noise(name, dominant):
     images, labels = F.load("test")
-    plan = plan_pool(images, labels, 400, 0.5, NZ.get_profile(name), seed=1, ref_size=100)
+    plan = plan_pool(images, labels, 400, 0.5, NZ.get_profile(name), seed=1, ref_size=100, **FASHION)
     t = plan.table
     noisy = t[~t["clean"] & (t["noise_type"] != "duplicate")]
     assert noisy["noise_type"].isin(dominant).mean() >= 0.69
@@ -300,7 +301,7 @@ def test_profiles_shape_the_noise(name, dominant):
         nd = t[t["noise_type"] == "neardup_conflict"]
         assert (nd["variant"] == "neardup").all()
         for _, r in nd.head(20).iterrows():  # the caption names another class than the image shows
-            assert not any(s in r["text"].lower() for s in C.SYNONYMS[int(r["class"])] if len(s) > 4)
+            assert not any(s in r["text"].lower() for s in F.SYNONYMS[int(r["class"])] if len(s) > 4)
 
 
 def test_unknown_profile_is_a_clear_error():
@@ -311,9 +312,9 @@ def test_unknown_profile_is_a_clear_error():
 def test_plan_is_deterministic_and_uids_are_128_bit():
     images, labels = F.load("test")
     prof = NZ.get_profile("default")
-    a = plan_pool(images, labels, 300, 0.5, prof, seed=7, ref_size=100)
-    b = plan_pool(images, labels, 300, 0.5, prof, seed=7, ref_size=100)
-    c = plan_pool(images, labels, 300, 0.5, prof, seed=8, ref_size=100)
+    a = plan_pool(images, labels, 300, 0.5, prof, seed=7, ref_size=100, **FASHION)
+    b = plan_pool(images, labels, 300, 0.5, prof, seed=7, ref_size=100, **FASHION)
+    c = plan_pool(images, labels, 300, 0.5, prof, seed=8, ref_size=100, **FASHION)
     pd.testing.assert_frame_equal(a.table, b.table)
     assert np.array_equal(a.pixels, b.pixels)
     assert not set(a.table["uid"]) & set(c.table["uid"])
@@ -332,9 +333,9 @@ def test_pixel_attributes_follow_pixels():
     assert C.pixel_attributes(dark, 0)["tone"] == "dark"
     assert C.pixel_attributes(light, 0)["tone"] == "light"
     rng = np.random.default_rng(0)
-    caps = [C.caption(1, C.pixel_attributes(light, 1), rng).lower() for _ in range(200)]
+    caps = [F.CAPTIONS.caption(1, C.pixel_attributes(light, 1), rng).lower() for _ in range(200)]
     assert len(set(caps)) > 100  # many templates and synonyms
-    assert all(any(s in c for s in C.SYNONYMS[1]) for c in caps)
+    assert all(any(s in c for s in F.SYNONYMS[1]) for c in caps)
 
 
 def test_missing_dataset_message(tmp_path, monkeypatch):
@@ -354,7 +355,8 @@ def test_cli_make_pool_help_and_bad_mix(tmp_path):
 
 def test_pool_larger_than_supply_reposts_altered_copies():
     images, labels = F.load("test")
-    plan = plan_pool(images, labels, 300, 0.5, NZ.get_profile("misaligned"), seed=2, ref_size=9800)  # 200 left
+    plan = plan_pool(images, labels, 300, 0.5, NZ.get_profile("misaligned"), seed=2, ref_size=9800,  # 200 left
+                     **FASHION)
     t = plan.table
     reposts = np.flatnonzero((t["variant"] == "repost").to_numpy())
     assert len(reposts) >= 90 and (t["variant"] == "original").sum() == 200

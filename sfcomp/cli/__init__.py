@@ -1,15 +1,22 @@
 """The `sfcomp` command: a thin click layer. Subcommands are imported only when run, so `--help` is fast.
 
 Each entry maps a command name to ("module:function", short help). Logic lives in the library modules.
+
+`LazyGroup.invoke` is the one error boundary: bad input (BadInputError, and whatever a reader lets out for a broken
+or unreadable file: OSError, decode, JSON, numpy/arrow/zip/tar format errors; disk full on a write) becomes one line
+`error: FILE: problem` and exit 2 (sfcomp.errors.error_line); Ctrl-C is `interrupted`, exit 130; anything else is a
+bug and keeps its traceback. SFCOMP_DEBUG=1 shows the traceback of every error.
 """
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 
 import click
 
-from ..errors import SfcompError
+from ..errors import error_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate-subset": ("sfcomp.cli.subset_cmds:validate_subset", "Check a subset .npy against DataComp's rules and a pool."),
@@ -25,6 +32,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sfcomp.cli.eval_cmds:evaluate", "Zero-shot classification / retrieval of a checkpoint on wds eval sets."),
     "compare": ("sfcomp.cli.eval_cmds:compare", "Table and plot of methods side by side from eval results."),
 }
+
+
+def _debug() -> bool:
+    """SFCOMP_DEBUG=1: let every error through with its full traceback."""
+    return os.environ.get("SFCOMP_DEBUG", "") not in ("", "0")
+
+
+def _logger_levels() -> tuple[int, dict[str, int]]:
+    return logging.root.level, {name: lg.level for name, lg in logging.root.manager.loggerDict.items()
+                                if isinstance(lg, logging.Logger)}
+
+
+def _restore_logger_levels(levels: tuple[int, dict[str, int]]) -> None:
+    # open_clip_train's setup_logging sets every logger that exists to INFO (TorchDynamo's included); give
+    # the next command run in this process the levels it had
+    root, named = levels
+    logging.root.setLevel(root)
+    for name, level in named.items():
+        logging.getLogger(name).setLevel(level)
 
 
 class LazyGroup(click.Group):
@@ -51,11 +77,31 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        levels = _logger_levels()
         try:
             return super().invoke(ctx)
-        except SfcompError as e:
-            click.echo(f"error: {e}", err=True)
+        except click.UsageError as e:  # a value click's own types refuse: one line too, not Usage/Try/Error
+            if _debug():
+                raise
+            where = e.ctx.command_path if e.ctx is not None else "sfcomp"
+            click.echo(f"error: {e.format_message().rstrip('.')} (see `{where} --help`)", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            if _debug():
+                raise
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - sorted below: input problems become one line, the rest re-raise
+            try:
+                line = error_line(e)
+            except Exception:  # noqa: BLE001 - never hide the original error behind one of ours
+                line = None
+            if line is None or _debug():
+                raise
+            click.echo(line, err=True)
+            sys.exit(2)
+        finally:
+            _restore_logger_levels(levels)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,17 +10,18 @@ import click
 @click.option("-i", "--input-dir", required=True, help="Pool folder (with shards/) or a shard folder.")
 @click.option("-s", "--subset-file", required=True, type=click.Path(dir_okay=False),
               help="Sorted u8,u8 subset (.npy or raw memmap); a repeated uid is upsampled.")
-@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--output-dir", required=True, type=click.Path())
 @click.option("--shard-size", default=10000, show_default=True, help="Maximum samples per output shard.")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder made for another subset.")
+@click.option("--allow-empty", is_flag=True, help="Reshard an empty subset (writes no sample) instead of refusing it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def reshard(input_dir, subset_file, output_dir, shard_size, overwrite, as_json):
+def reshard(input_dir, subset_file, output_dir, shard_size, overwrite, allow_empty, as_json):
     """Write the subset's samples to new shards for training (DataComp resharder semantics; refuses an
     unsorted subset; resumable)."""
-    from eval.reshard import reshard as run
+    from sfcomp.eval.reshard import reshard as run
 
     rep = run(input_dir, subset_file, output_dir, shard_size=shard_size, overwrite=overwrite,
-              log=lambda m: click.echo(m, err=True))
+              log=lambda m: click.echo(m, err=True), allow_empty=allow_empty)
     click.echo(json.dumps(rep.as_dict()) if as_json else rep.summary())
 
 
@@ -30,7 +31,7 @@ def reshard(input_dir, subset_file, output_dir, shard_size, overwrite, as_json):
 @click.option("--data", default=None, help="Already resharded data (folder with meta.json, shard folder or pattern).")
 @click.option("--reshard-dir", default=None, help="Where to reshard (default OUT/data); reused if already done.")
 @click.option("--eval", "eval_dir", required=True, help="Folder of clip_benchmark wds eval sets.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--out", required=True, type=click.Path(), help="Run folder.")
 @click.option("--method", default=None, help="Name shown by `sfcomp compare` (default: the subset's file name).")
 @click.option("--scale", default="tiny", show_default=True, help="tiny, small, medium, large, xlarge.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -42,12 +43,12 @@ def reshard(input_dir, subset_file, output_dir, shard_size, overwrite, as_json):
 @click.option("--precision", default=None, help="Override the scale's precision (e.g. fp32 on CPU).")
 @click.option("--task", "tasks", multiple=True, help="Evaluate only these tasks (repeatable).")
 @click.option("--truth", default=None, help="truth.parquet for clean precision (default: POOL/truth.parquet).")
-@click.option("--eval-cache", default=None, type=click.Path(file_okay=False),
+@click.option("--eval-cache", default=None, type=click.Path(),
               help="Keep preprocessed eval images here and reuse them (many runs on the same eval sets).")
 def train_eval(subset, pool, data, reshard_dir, eval_dir, out, method, scale, seed, samples_seen, shard_size, nproc,
                threads, workers, precision, tasks, truth, eval_cache):
     """Reshard a subset, train a CLIP at a fixed scale (open_clip's trainer), evaluate it; writes OUT/run.json."""
-    from eval.pipeline import train_eval as run
+    from sfcomp.eval.pipeline import train_eval as run
 
     r = run(out, eval_dir, subset=subset, pool=pool, data=data, reshard_dir=reshard_dir, method=method,
             scale=scale, seed=seed, samples_seen=samples_seen, shard_size=shard_size, nproc=nproc, threads=threads,
@@ -62,19 +63,23 @@ def train_eval(subset, pool, data, reshard_dir, eval_dir, out, method, scale, se
 @click.option("--model", "model_name", default=None,
               help="open_clip model name (default: from the info.json beside the training run).")
 @click.option("--eval", "eval_dir", required=True, help="Eval folder: DataComp's download or wds task folders.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Writes eval_results.jsonl here.")
+@click.option("--out", required=True, type=click.Path(), help="Writes eval_results.jsonl here.")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--device", default=None)
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+@click.option("--cache-dir", default=None, type=click.Path(),
               help="Keep preprocessed eval images here and reuse them.")
 def evaluate(checkpoint, model_name, eval_dir, out, tasks, batch_size, device, cache_dir):
     """Zero-shot classification / retrieval of a checkpoint on clip_benchmark wds sets (DataComp's line format)."""
     from pathlib import Path
 
-    from eval.evaluate import evaluate as run
+    from sfcomp.eval.evaluate import evaluate as run
     from sfcomp.errors import BadInputError
+    from sfcomp.guard import check_outputs
 
+    check_outputs([Path(out) / "eval_results.jsonl", Path(out) / "eval_summary.json"], [checkpoint, eval_dir],
+                  what="--out")
+    check_outputs([cache_dir], [checkpoint, eval_dir], what="--cache-dir", kind="dir")
     if model_name is None:
         for cand in (Path(checkpoint).parents[2] / "info.json", Path(checkpoint).parents[1] / "info.json"):
             if cand.exists():
@@ -92,11 +97,11 @@ def evaluate(checkpoint, model_name, eval_dir, out, tasks, batch_size, device, c
 
 @click.command("compare")
 @click.argument("results", nargs=-1, required=True)
-@click.option("--md", "out_md", default=None, type=click.Path(dir_okay=False), help="Write the markdown table here.")
-@click.option("--png", "out_png", default=None, type=click.Path(dir_okay=False), help="Write the plot here.")
+@click.option("--md", "out_md", default=None, type=click.Path(), help="Write the markdown table here.")
+@click.option("--png", "out_png", default=None, type=click.Path(), help="Write the plot here.")
 @click.option("--order", default=None, help="Comma-separated method order.")
 def compare(results, out_md, out_png, order):
     """Table (markdown) and plot (PNG) of methods side by side from run folders; seeds as mean +- std."""
-    from eval.compare import compare as run
+    from sfcomp.eval.compare import compare as run
 
     click.echo(run(results, out_md, out_png, order=order.split(",") if order else None), nl=False)

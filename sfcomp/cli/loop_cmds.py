@@ -5,6 +5,48 @@ from __future__ import annotations
 import click
 
 from ..defaults import LOOP_DEFAULTS as DEFAULTS
+from ..errors import BadInputError
+
+
+# Pure checks (no torch, no file): every argument is refused before the workdir, config.json or a cache exists.
+def at_least(option: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise BadInputError(None, f"{option} must be >= {low}, got {value}")
+
+
+def parse_snapshots(text: str) -> list[float]:
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise BadInputError(None, f"--snapshots: {item!r} is not a number (give comma-separated fractions of "
+                                      "training, e.g. 0.5,0.75)") from None
+    return out
+
+
+def parse_train_shards(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+class ScoreChoice(click.Choice):
+    """`--score`'s choices: the score-type registry (sfcomp.scoretypes) as it stands when the command runs, so a
+    type registered after this module was imported is a valid choice."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self):
+        from ..scoretypes import SCORE_TYPES
+
+        return tuple(SCORE_TYPES)
+
+    @choices.setter
+    def choices(self, value) -> None:  # click's __init__ assigns; the registry is the truth
+        pass
 
 
 def _loop_options(f):
@@ -15,7 +57,7 @@ def _loop_options(f):
         click.option("--preset", default="tiny", show_default=True, help="In-loop model preset name or .json path."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--score", default=DEFAULTS["score"], show_default=True,
-                     type=click.Choice(["crossfit", "cosine", "ckpt_avg"]), help="Score that selects the next mix."),
+                     type=ScoreChoice(), help="Score that selects the next mix."),
         click.option("--folds", default=DEFAULTS["folds"], show_default=True, type=int,
                      help="Models per round; >= 2 cross-fits (each sample scored by a model that did not train on it)."),
         click.option("--top-frac", default=DEFAULTS["top_frac"], show_default=True, type=float,
@@ -49,14 +91,16 @@ def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac,
                snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None):
     from ..loop import Loop, LoopConfig
 
+    at_least("--threads", threads, 1)
+    at_least("--cache-workers", cache_workers, 1)
+    cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
+                     round0_frac=round0_frac, train_shards=parse_train_shards(train_shards), steps=steps,
+                     snapshots=parse_snapshots(snapshots))
+    cfg.check()
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
-                     round0_frac=round0_frac,
-                     train_shards=[s.strip() for s in train_shards.split(",") if s.strip()] if train_shards else None,
-                     steps=steps, snapshots=[float(x) for x in snapshots.split(",") if x.strip()])
     loop = Loop(pool, workdir, cfg, cache_dir=cache_dir, device=device, progress=not quiet,
                 cache_workers=cache_workers)
     if round0_from and loop.adopt_round0(round0_from) and loop.rank == 0:
@@ -76,6 +120,9 @@ def _echo_round(r: dict) -> None:
 @click.option("--round", "round_index", default=None, type=int, help="Round to run (default: the next unfinished).")
 def round_cmd(round_index, **kw) -> None:
     """Run one self-filtering round: train on the mix, score every pool sample, select the next mix."""
+    from ..workdir import check_round_index
+
+    check_round_index(kw["workdir"], round_index)
     loop = _make_loop(**kw)
     r = loop.run_round(round_index)
     if loop.rank == 0:
@@ -87,6 +134,7 @@ def round_cmd(round_index, **kw) -> None:
 @click.option("--rounds", default=DEFAULTS["rounds"], show_default=True, type=int, help="Rounds in total (finished ones are kept).")
 def run_cmd(rounds, **kw) -> None:
     """Chain self-filtering rounds; resumes from the last finished round. Leaves WORKDIR/final_scores.npy."""
+    at_least("--rounds", rounds, 1)
     loop = _make_loop(**kw)
     for r in loop.run(rounds):
         if loop.rank == 0:
@@ -106,13 +154,14 @@ def run_cmd(rounds, **kw) -> None:
               help="Plus a uniform random sample of this fraction of the whole pool.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--streaming/--in-memory", default=None, help="Force the selection path (default: automatic).")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Output subset .npy.")
-def export_subset(scores, field, top_frac, top_k, threshold, random_frac, seed, streaming, out) -> None:
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output subset .npy.")
+@click.option("--allow-empty", is_flag=True, help="Write the subset even when the rules select no sample.")
+def export_subset(scores, field, top_frac, top_k, threshold, random_frac, seed, streaming, out, allow_empty) -> None:
     """Scores -> a DataComp subset (sorted u8,u8, unique): top-scored UNION uniform random, + OUT.json sidecar."""
     from ..export import export_subset as run
 
     side = run(list(scores), out, field=field, top_frac=top_frac, top_k=top_k, threshold=threshold,
-               random_frac=random_frac or None, seed=seed, streaming=streaming)
+               random_frac=random_frac or None, seed=seed, streaming=streaming, allow_empty=allow_empty)
     c = side["counts"]
     click.echo(f"wrote {out}: {c.get('union')} uids (top {c.get('top')}, random {c.get('random')}, "
                f"overlap {c.get('overlap')}) by {side['field']}")
@@ -120,7 +169,7 @@ def export_subset(scores, field, top_frac, top_k, threshold, random_frac, seed, 
 
 @click.command("scores-to-parquet")
 @click.argument("scores", type=click.Path(dir_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path())
 def scores_to_parquet(scores, out) -> None:
     """Write a score file as parquet (uid hex string + one float column per score) for pandas users."""
     from ..scorefile import scores_to_parquet as run

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from ..sources import DEFAULT_SOURCE, SOURCES
+
 
 @click.command("download")
 @click.argument("url_list", type=click.Path(exists=True))
@@ -28,7 +30,8 @@ def download(url_list, output_dir, image_size, processes, threads, samples_per_s
 
 
 @click.command("make-pool")
-@click.option("--source", default="fashion-mnist", show_default=True, type=click.Choice(["fashion-mnist"]))
+@click.option("--source", default=DEFAULT_SOURCE, show_default=True,
+              help=f"Pool source: {', '.join(sorted(SOURCES))}, or MODULE:ATTR naming a sfcomp.sources.Source.")
 @click.option("--out", required=True, type=click.Path(), help="Pool folder to create (resumes a partial one).")
 @click.option("--size", default=60000, show_default=True, help="Samples in the pool (rows of metadata).")
 @click.option("--noise", default=0.5, show_default=True, help="Share of samples with a noisy caption.")
@@ -45,8 +48,12 @@ def download(url_list, output_dir, image_size, processes, threads, samples_per_s
 def make_pool(source, out, size, noise, noise_mix, seed, direct, image_size, samples_per_shard, processes, threads,
               ref_steps, quiet):
     """Build a noisy DataComp-format demo pool (metadata, shards, truth.parquet, eval sets) from a real dataset."""
+    from ..guard import check_outputs
     from ..makepool import make_pool as run
+    from ..sources import get_source
 
+    # an unknown source is refused before anything is created; the source's files are inputs
+    check_outputs([out], get_source(source).input_paths(), what="--out", kind="dir")
     info = run(out, source=source, size=size, noise=noise, noise_mix=noise_mix, seed=seed, direct=direct,
                image_size=image_size, samples_per_shard=samples_per_shard, processes=processes, threads=threads,
                ref_steps=ref_steps, progress=not quiet, log=(lambda m: None) if quiet else click.echo)

@@ -11,12 +11,14 @@ import click
 @click.option("--pool", "pool", type=str, default=None, help="Pool folder or URL (metadata/ and shards/).")
 @click.option("--allow-duplicates", is_flag=True, help="Repeated uids are upsampling, not an error.")
 @click.option("--no-shards", is_flag=True, help="Check metadata membership only, skip the shards.")
+@click.option("--allow-empty", is_flag=True, help="An empty subset is not an error.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def validate_subset(subset: str, pool: str | None, allow_duplicates: bool, no_shards: bool, as_json: bool) -> None:
+def validate_subset(subset: str, pool: str | None, allow_duplicates: bool, no_shards: bool, allow_empty: bool,
+                    as_json: bool) -> None:
     """Check SUBSET's dtype, sort order, duplicates, and membership in POOL; exit 2 with a reason on a violation."""
     from ..validate import validate_subset as run
 
-    r = run(subset, pool, allow_duplicates=allow_duplicates, check_shards=not no_shards)
+    r = run(subset, pool, allow_duplicates=allow_duplicates, check_shards=not no_shards, allow_empty=allow_empty)
     if as_json:
         click.echo(json.dumps(r.as_dict()))
         return

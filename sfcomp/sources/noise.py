@@ -1,11 +1,12 @@
 """The demo pool's noise model: which samples are noisy, of what kind, and their noisy captions.
 
 Noise types (see docs/DEMO_POOL.md):
-  misaligned_swap    the caption of another pool image of a different class
-  misaligned_class   a fresh caption for a different class (with random attributes)
+  misaligned_swap    the caption of another pool image of a different class (of another image: unlabelled sources)
+  misaligned_class   a fresh caption for a different class (with random attributes; a source with its own
+                     texts: the text of an image of another class)
   filename           a camera / CMS file name ("IMG_4821.JPG", "product_20931_main.png")
   boilerplate        shop or page boilerplate ("Click to enlarge", "Add to cart")
-  random_words       3-8 random English words unrelated to clothing
+  random_words       3-8 random English words unrelated to the item
   non_english        shop phrases in other languages (not about the item)
   random_string      a unique random string of letters and digits, memorisable by a model
   junk_repeated      one of a dozen fixed alt-texts, repeated across the pool
@@ -121,7 +122,7 @@ def junk_caption(kind: str, rng: np.random.Generator) -> str:
 
 
 def perturb(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A near-duplicate of a (28,28) uint8 image: a 1-2 px shift, a tone change and faint pixel noise."""
+    """A near-duplicate of a uint8 image ((H,W) or (H,W,3)): a 1-2 px shift, a tone change and faint pixel noise."""
     dy, dx = rng.integers(-2, 3, 2)
     if dy == 0 and dx == 0:
         dx = 1

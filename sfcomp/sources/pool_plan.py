@@ -1,7 +1,9 @@
-"""Plan a noisy demo pool from labelled images: uids, captions, noise, image variants, served sizes, failures.
+"""Plan a noisy demo pool from a source's items: uids, captions, noise, image variants, served sizes, failures.
 
 Everything is drawn from one seeded numpy Generator, so the same arguments give the same pool, byte for byte.
-The plan is a table (one row per pool sample, in final pool order) plus the (N, 28, 28) pixels each sample shows.
+The plan is a table (one row per pool sample, in final pool order) plus the pixels each sample shows (the
+source's own sizes and channels; see base.Items). Items with a text keep it as their clean caption; items
+without one get a generated caption from their class (captions.CaptionVocab).
 """
 from __future__ import annotations
 
@@ -11,20 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import SfcompError
 from . import captions as C
 from . import noise as NZ
+from .base import SERVED_SIDE_P, SERVED_SIDES, as_images, fit_size
 
-# Largest side of the image as served (the "original" size), and how often each appears.
-SERVED_SIDES = np.array([28, 56, 84, 112, 168, 224, 256, 320, 400])
-SERVED_SIDE_P = np.array([0.06, 0.10, 0.10, 0.14, 0.16, 0.18, 0.12, 0.08, 0.06])
 ASPECTS = np.array([1.0, 0.75, 4 / 3, 3.5])  # width / height; 3.5 is a banner the basic filter rejects
 ASPECT_P = np.array([0.78, 0.09, 0.09, 0.04])
 
 
 @dataclass
 class PoolPlan:
-    table: "object"          # pandas DataFrame, columns below
-    pixels: np.ndarray       # (N, 28, 28) uint8, what each sample's image shows
+    table: object          # pandas DataFrame, columns below
+    pixels: np.ndarray       # (N,H,W[,3]) uint8 (or an object array of them), what each sample's image shows
     ref_indices: np.ndarray  # source indices held out for the reference CLIP models (never in the pool)
 
 
@@ -37,14 +38,18 @@ def random_uids(rng: np.random.Generator, n: int) -> np.ndarray:
             return hexes
 
 
-def encode_image(gray28: np.ndarray, width: int, height: int, fmt: str) -> bytes:
-    """The served file: the item scaled to fit a width x height canvas (black padding), RGB, jpg or png."""
+def encode_image(item: np.ndarray, width: int, height: int, fmt: str) -> bytes:
+    """The served file: the item (H,W gray or H,W,3 RGB uint8) scaled to fit a width x height canvas (black
+    padding), RGB, jpg or png. Enlarged items are resampled bilinearly, others nearest (the web's thumbnails)."""
     from PIL import Image
 
-    side = min(width, height)
-    item = Image.fromarray(gray28, "L").resize((side, side), Image.BILINEAR if side > 28 else Image.NEAREST)
-    canvas = Image.new("L", (width, height), 0)
-    canvas.paste(item, ((width - side) // 2, (height - side) // 2))
+    mode = "L" if item.ndim == 2 else "RGB"
+    h0, w0 = item.shape[:2]
+    w1, h1 = fit_size(w0, h0, width, height)
+    resample = Image.BILINEAR if w1 > w0 or h1 > h0 else Image.NEAREST
+    scaled = Image.fromarray(item, mode).resize((w1, h1), resample)
+    canvas = Image.new(mode, (width, height), 0)
+    canvas.paste(scaled, ((width - w1) // 2, (height - h1) // 2))
     buf = io.BytesIO()
     if fmt == "png":
         canvas.convert("RGB").save(buf, format="PNG", compress_level=1)
@@ -59,23 +64,39 @@ def corrupt_bytes(data: bytes, rng: np.random.Generator) -> bytes:
     return head + rng.integers(0, 256, max(200, len(data) // 3), dtype=np.uint8).tobytes()
 
 
-def plan_pool(images: np.ndarray, labels: np.ndarray, size: int, noise_frac: float, profile: dict,
-              seed: int, ref_size: int = 5000, fail_404: float = 0.03, fail_corrupt: float = 0.01) -> PoolPlan:
-    """Plan a pool of `size` samples from `images`/`labels` (the dataset's train split).
+def plan_pool(images: np.ndarray, labels: np.ndarray | None, size: int, noise_frac: float, profile: dict,
+              seed: int, ref_size: int = 5000, fail_404: float = 0.03, fail_corrupt: float = 0.01, *,
+              texts: list[str] | None = None, vocab: C.CaptionVocab | None = None,
+              served_sides=SERVED_SIDES, served_side_p=SERVED_SIDE_P) -> PoolPlan:
+    """Plan a pool of `size` samples from a source's pool split (`images`, `labels`, `texts`, see base.Items).
 
     `ref_size` images are held out first (for the reference CLIP models). The pool uses each remaining image
     once; a pool larger than that re-posts images as slightly altered copies ("repost" variants, captioned
-    afresh). Exact duplicates (`profile["duplicate_frac"]`) copy another sample's image and caption.
+    afresh). Exact duplicates (`profile["duplicate_frac"]`) copy another sample's image and caption. Without
+    `texts`, clean captions are generated from the labels with `vocab`. Misaligned captions come from another
+    class where there are labels, else from another sample.
     """
     import pandas as pd
 
+    images = as_images(images)
+    generated = texts is None
+    if generated:
+        if labels is None:
+            raise ValueError("items without texts need labels (captions are generated from the class)")
+        vocab = vocab or C.CaptionVocab.plain([f"class {c}" for c in range(int(np.max(labels)) + 1)])
+    n_classes = vocab.n_classes if vocab is not None else (int(np.max(labels)) + 1 if labels is not None else 0)
+    if labels is not None and len(labels) and not 0 <= int(np.min(labels)) <= int(np.max(labels)) < n_classes:
+        raise ValueError(f"labels span {int(np.min(labels))}..{int(np.max(labels))}, outside the source's "
+                         f"{n_classes} classes")
+    classed = labels is not None and n_classes >= 2
     rng = np.random.default_rng(seed)
     n_src = len(images)
     if ref_size >= n_src:
-        raise ValueError(f"ref_size {ref_size} leaves no images for the pool ({n_src} in all)")
+        raise SfcompError(f"the reference split ({ref_size} items) leaves no images for the pool: the source's pool "
+                          f"split has {n_src} in all")
     order = rng.permutation(n_src)
     ref_indices, supply = np.sort(order[:ref_size]), order[ref_size:]
-    cuts = C.class_coverage_cuts(images[supply[:10000]], labels[supply[:10000]])
+    cuts = C.class_coverage_cuts(images[supply[:10000]], labels[supply[:10000]], n_classes) if generated else None
 
     n_dup = int(round(size * profile.get("duplicate_frac", 0.0)))
     n_base = size - n_dup
@@ -84,33 +105,59 @@ def plan_pool(images: np.ndarray, labels: np.ndarray, size: int, noise_frac: flo
     pixels = images[src].copy()
     for i in np.flatnonzero(variant == "repost"):
         pixels[i] = NZ.perturb(pixels[i], rng)
-    cls = labels[src].astype(np.int64)
+    cls = labels[src].astype(np.int64) if labels is not None else np.full(n_base, -1, np.int64)
 
-    attrs = [C.pixel_attributes(pixels[i], int(cls[i]), cuts) for i in range(n_base)]
-    clean_text = [C.caption(int(cls[i]), attrs[i], rng) for i in range(n_base)]
+    if generated:
+        attrs = [C.pixel_attributes(pixels[i], int(cls[i]), cuts) for i in range(n_base)]
+        clean_text = [vocab.caption(int(cls[i]), attrs[i], rng) for i in range(n_base)]
+    else:
+        clean_text = [texts[int(k)] for k in src]
     types = NZ.assign_types(n_base, noise_frac, profile, rng)
     text = list(clean_text)
 
+    def other_class(c: int) -> int:
+        o = int(rng.integers(n_classes - 1))
+        return o + (o >= c)
+
+    def other_sample(i: int) -> int:
+        if n_base < 2:
+            return i
+        o = int(rng.integers(n_base - 1))
+        return o + (o >= i)
+
+    def text_of_class(c: int, i: int) -> str:
+        """The clean caption of a random sample of class c (another sample's, when c has none)."""
+        return clean_text[int(rng.choice(by_class[c]))] if len(by_class[c]) else clean_text[other_sample(i)]
+
     clean_idx = np.flatnonzero(types == "clean")
-    by_class = [np.flatnonzero(cls == c) for c in range(10)]
+    by_class = [np.flatnonzero(cls == c) for c in range(n_classes)]
     for i in np.flatnonzero(types != "clean"):
         kind = types[i]
         if kind == "misaligned_swap":
-            other = int(rng.integers(9))
-            other = other + (other >= cls[i])
-            text[i] = clean_text[int(rng.choice(by_class[other]))] if len(by_class[other]) else \
-                C.caption(other, C.random_attributes(rng), rng)
+            if not classed:
+                text[i] = clean_text[other_sample(i)]
+                continue
+            other = other_class(cls[i])
+            if len(by_class[other]) or not generated:
+                text[i] = text_of_class(other, i)
+            else:
+                text[i] = vocab.caption(other, C.random_attributes(rng), rng)
         elif kind == "misaligned_class":
-            other = int(rng.integers(9))
-            other = other + (other >= cls[i])
-            text[i] = C.caption(other, C.random_attributes(rng), rng)
+            if not classed:
+                text[i] = clean_text[other_sample(i)]
+                continue
+            other = other_class(cls[i])
+            text[i] = vocab.caption(other, C.random_attributes(rng), rng) if generated else text_of_class(other, i)
         elif kind == "neardup_conflict":
             j = int(clean_idx[rng.integers(len(clean_idx))]) if len(clean_idx) else i
             pixels[i] = NZ.perturb(pixels[j], rng)
             src[i], cls[i], variant[i] = src[j], cls[j], "neardup"
-            other = int(rng.integers(9))
-            other = other + (other >= cls[i])
-            text[i] = C.caption(other, C.pixel_attributes(pixels[i], int(cls[i]), cuts), rng)
+            if not classed:
+                text[i] = clean_text[other_sample(j)]
+                continue
+            other = other_class(cls[i])
+            text[i] = vocab.caption(other, C.pixel_attributes(pixels[i], int(cls[i]), cuts), rng) if generated \
+                else text_of_class(other, i)
         else:
             text[i] = NZ.junk_caption(kind, rng)
 
@@ -126,7 +173,7 @@ def plan_pool(images: np.ndarray, labels: np.ndarray, size: int, noise_frac: flo
     base_of = np.concatenate([np.arange(n_base), dup_of])  # duplicates share their source's served file
 
     # served file: size, aspect, format; failures
-    side_base = rng.choice(SERVED_SIDES, n_base, p=SERVED_SIDE_P)
+    side_base = rng.choice(np.asarray(served_sides), n_base, p=np.asarray(served_side_p, float))
     aspect_base = rng.choice(ASPECTS, n_base, p=ASPECT_P)
     fmt_base = np.where(rng.random(n_base) < 0.8, "jpg", "png").astype(object)
     width = np.where(aspect_base >= 1, side_base, np.round(side_base * aspect_base)).astype(np.int64)

@@ -9,8 +9,8 @@ import mmap
 import os
 import threading
 import time
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Mapping
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 
@@ -63,7 +63,7 @@ class BlobServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "BlobServer":
+    def start(self) -> BlobServer:
         self._thread.start()
         return self
 
@@ -74,7 +74,7 @@ class BlobServer:
             self._mm.close()
         self._file.close()
 
-    def __enter__(self) -> "BlobServer":
+    def __enter__(self) -> BlobServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

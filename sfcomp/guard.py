@@ -1,0 +1,125 @@
+"""Input protection: the one check every command that writes makes before it writes anything.
+
+An output may not be, contain or lie inside any input of the same command. Paths are compared as real paths
+(links resolved; a path that does not exist yet is resolved through its nearest existing parent, which is what
+`os.path.realpath` does). Sidecars count: callers pass `with_sidecars(...)` of the files that have one (an `X.npy`
+score file or subset has `X.npy.json`). URLs (`://`) are not checked. The same call also refuses an output that
+cannot be written: one under an existing file, an existing folder where a file is wanted (or the reverse), and
+a folder the user may not write to.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+from .errors import BadInputError
+
+PathLike = str | os.PathLike
+
+
+def sidecar(path: PathLike) -> str:
+    return f"{os.fspath(path)}.json"
+
+
+def with_sidecars(paths: Iterable[PathLike | None]) -> list[str]:
+    """Each path followed by its `<path>.json` sidecar (None entries dropped)."""
+    out: list[str] = []
+    for p in paths:
+        if p is not None:
+            out += [os.fspath(p), sidecar(p)]
+    return out
+
+
+def pool_inputs(pool_root: PathLike) -> list[str]:
+    """The parts of a pool folder a command reads: metadata/, shards/ and truth.parquet. The rest of the folder
+    (e.g. the tool's own POOL/.sfcomp-cache) is not an input."""
+    root = os.fspath(pool_root)
+    return [os.path.join(root, "metadata"), os.path.join(root, "shards"), os.path.join(root, "truth.parquet")]
+
+
+def real(path: PathLike) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def is_url(path: PathLike) -> bool:
+    return "://" in os.fspath(path)
+
+
+def _inside(child: str, parent: str) -> bool:
+    """`child` is `parent` or lies below it (both real paths)."""
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _nearest_existing(path: str) -> str:
+    p = os.path.dirname(path)
+    while not os.path.lexists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return p
+
+
+def overlap(output: PathLike, inp: PathLike) -> str | None:
+    """How `output` overlaps `inp`: "is", "contains", "inside" or None (real paths)."""
+    o, i = real(output), real(inp)
+    if o == i:
+        return "is"
+    if _inside(i, o):
+        return "contains"
+    if _inside(o, i):
+        return "inside"
+    return None
+
+
+def check_outputs(outputs: Sequence[PathLike | None], inputs: Sequence[PathLike | None], *, what: str,
+                  kind: str = "file") -> None:
+    """Raise BadInputError(output, ...) unless every output is clear of every input and can be written.
+
+    `what` names the output in the message (an option, e.g. "-o" or "--save-path"); `kind` is "file" when the
+    outputs are files, "dir" when they are folders the command fills. None entries and URLs are skipped.
+    """
+    if kind not in ("file", "dir"):
+        raise ValueError(kind)
+    ins = [os.fspath(i) for i in inputs if i is not None and not is_url(i)]
+    for out in outputs:
+        if out is None or is_url(out):
+            continue
+        out = os.fspath(out)
+        for inp in ins:
+            how = overlap(out, inp)
+            if how == "is":
+                raise BadInputError(out, f"{what} is an input of this command ({inp}); refusing to overwrite "
+                                         "it: choose another output path")
+            if how == "contains":
+                raise BadInputError(out, f"{what} contains the input {inp}; refusing to write over it: "
+                                         "choose an output outside it")
+            if how == "inside":
+                raise BadInputError(out, f"{what} lies inside the input {inp}; choose an output outside it")
+        _check_writable(out, what, kind)
+
+
+def _check_writable(out: str, what: str, kind: str) -> None:
+    path = os.path.abspath(out)
+    if kind == "file" and os.path.isdir(path):
+        raise BadInputError(out, f"{what} is an existing folder; a file path is wanted here")
+    if kind == "dir" and os.path.exists(path) and not os.path.isdir(path):
+        raise BadInputError(out, f"{what} is an existing file; a folder is wanted here")
+    anc = _nearest_existing(path)
+    if not os.path.isdir(anc):
+        raise BadInputError(out, f"{what} lies under {anc}, which is a file, not a folder")
+    target = path if kind == "dir" and os.path.isdir(path) else anc
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise BadInputError(out, f"{what}: folder {target} is not writable")
+
+
+def check_loop_dirs(pool_root: PathLike, workdir: PathLike, cache_dir: PathLike | None = None) -> None:
+    """`round`/`run`: the workdir may not be or contain the pool, nor lie inside its metadata/ or shards/; the same
+    for an explicit --cache-dir (the default POOL/.sfcomp-cache is the tool's own folder, not an input)."""
+    inputs = [] if is_url(pool_root) else pool_inputs(pool_root)
+    if inputs and overlap(workdir, pool_root) in ("is", "contains"):
+        how = "is" if overlap(workdir, pool_root) == "is" else "contains"
+        raise BadInputError(workdir, f"--workdir {how} the pool folder {os.fspath(pool_root)}; choose a workdir "
+                                     "outside the pool (or at least outside its metadata/ and shards/)")
+    check_outputs([workdir], inputs, what="--workdir", kind="dir")
+    check_outputs([cache_dir], inputs, what="--cache-dir", kind="dir")

@@ -1,0 +1,294 @@
+"""A loop workdir's state, without torch: its configuration and fingerprint, the round folders and their
+completion markers, temp files a killed run left, adopting another workdir's round 0, and the settings checked
+before any of it is touched (pool names, --train-shards, --round0-frac, --round). Inspecting a workdir costs
+no model, no cache and no process group.
+
+Layout (see `sfcomp.loop` for what each file holds):
+    W/config.json                  pool + preset + loop settings and their fingerprint
+    W/round_{k:02d}/mix.npy, model_f{f}.pt, snapshots_f{f}.rank{r}.npy, emb_sample.npz, scores.npy(.json),
+                   next_mix.npy(.json), report.json, report.png, done.json (the completion marker, written last)
+    W/final_scores.npy (+.json)    the last finished round's score file
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_open, remove_stale_temps, write_json
+from .errors import BadInputError
+
+ROUND_DIR = "round_{:02d}"
+# loop settings that do not change round 0's models or scores: a sweep over them can share one round 0
+ROUND0_FREE = ("score", "top_frac", "random_frac", "kmeans_k")
+
+
+# ------------------------------------------------------------------------------------------ JSON and pools
+def read_json_object(path: str | os.PathLike, what: str, fix: str) -> dict:
+    """A JSON file that must hold an object, with one-line errors naming it (`fix`: what the user can do)."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInputError(path, f"{what} does not exist") from None
+    except OSError as e:
+        raise BadInputError(path, f"unreadable {what} ({e.strerror or e})") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise BadInputError(path, f"{what} is not JSON ({e}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise BadInputError(path, f"{what} is not a JSON object (got a JSON {type(obj).__name__}); {fix}")
+    return obj
+
+
+def read_pools_config(path: str | os.PathLike, what: str = "pools config") -> dict[str, str]:
+    """A user's pool-name table (SFCOMP_POOLS_CONFIG or ~/.config/sfcomp/pools.json): {name: path}."""
+    table = read_json_object(path, what, 'it must map names to paths, e.g. {"small": "/data/small"}')
+    for name, value in table.items():
+        if not name.startswith("_") and not isinstance(value, str):
+            raise BadInputError(path, f"pools config maps {name!r} to {value!r}, expected a path string")
+    return table
+
+
+def resolve_pool(name_or_path: str) -> str:
+    """A pool path from a path or a name in sfcomp/configs/pools.json (overridable: see that file's _doc)."""
+    if Path(name_or_path).expanduser().exists() or "/" in name_or_path or "://" in name_or_path:
+        return str(Path(name_or_path).expanduser()) if "://" not in name_or_path else name_or_path
+    table = json.loads((Path(__file__).parent / "configs" / "pools.json").read_text())
+    named = os.environ.get("SFCOMP_POOLS_CONFIG")
+    user_cfg = named or os.path.expanduser("~/.config/sfcomp/pools.json")
+    if named or os.path.exists(user_cfg):
+        table.update(read_pools_config(user_cfg, "pools config (SFCOMP_POOLS_CONFIG)" if named else "pools config"))
+    env = os.environ.get(f"SFCOMP_POOL_{name_or_path.upper()}")
+    if env:
+        return os.path.expanduser(env)
+    if name_or_path not in table or name_or_path.startswith("_"):
+        names = ", ".join(k for k in table if not k.startswith("_"))
+        raise BadInputError(None, f"--pool {name_or_path!r} is neither a folder nor a known pool name ({names})")
+    path = os.path.expanduser(os.path.expandvars(table[name_or_path]))
+    if "$" in path:
+        raise BadInputError(None, f"pool {name_or_path!r} -> {table[name_or_path]!r}: set the environment "
+                                  f"variable it uses, or SFCOMP_POOL_{name_or_path.upper()}=PATH")
+    if not os.path.isabs(path) and not os.path.exists(path):
+        project_root = Path(__file__).resolve().parent.parent
+        path = str(project_root / path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ settings checks
+def check_train_shards(names: list[str] | None, shard_files: list[str]) -> None:
+    """Refuse --train-shards naming a shard the pool does not have (names, stems or paths, as the cache takes)."""
+    if not names:
+        return
+    def stem(s) -> str:
+        name = Path(str(s)).name
+        return name[: -len(".tar")] if name.endswith(".tar") else name
+
+    have = {stem(f) for f in shard_files}
+    missing = sorted({stem(n) for n in names} - have)
+    if missing:
+        shown = ", ".join(sorted(have)[:5]) + (", ..." if len(have) > 5 else "")
+        raise BadInputError(None, f"--train-shards names shards not in the pool: {', '.join(missing)} "
+                                  f"(the pool's {len(have)} shards: {shown})")
+
+
+def metadata_rows(pool) -> int | None:
+    """Rows in the pool's metadata from the parquet footers (no data read); None when a footer is unreadable
+    (the metadata reader then reports that file)."""
+    import pyarrow.parquet as pq
+
+    from .pool import _fs
+
+    total = 0
+    for p in pool.metadata_files():
+        fs, q = _fs(p)
+        try:
+            with fs.open(q, "rb") as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        except Exception:  # noqa: BLE001 - any unreadable footer: leave the report to the metadata reader
+            return None
+    return total
+
+
+def check_round0_frac(fraction: float, n_rows: int | None) -> None:
+    """Round 0 trains on int(N * --round0-frac) samples: refuse a fraction that leaves none, before any file."""
+    if n_rows is not None and int(n_rows * fraction) == 0:
+        raise BadInputError(None, f"--round0-frac {fraction} of the pool's {n_rows} samples is int({n_rows} * "
+                                  f"{fraction}) = 0 samples: round 0 would train on nothing")
+
+
+def check_round_index(workdir: str | os.PathLike, k: int | None) -> None:
+    """`round --round K`: K >= 0, and round K-1 finished in `workdir` (its mix comes from there)."""
+    if k is None:
+        return
+    if k < 0:
+        raise BadInputError(None, f"--round must be >= 0, got {k}")
+    def done(i: int) -> bool:
+        return (Path(workdir) / ROUND_DIR.format(i) / "done.json").exists()
+
+    if k > 0 and not done(k) and not done(k - 1):
+        raise BadInputError(None, f"--round {k}: round {k - 1} is not finished in {workdir}; run it first "
+                                  "(or leave out --round to run the next unfinished round)")
+
+
+def config_fingerprint(pool_fingerprint: str, preset: dict, loop: dict[str, Any]) -> str:
+    """The configuration's 16-hex-digit fingerprint: pool (by content), preset (by content), loop settings."""
+    return hashlib.sha256(json.dumps({"pool": pool_fingerprint, "preset": preset, "loop": loop},
+                                     sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------ the workdir
+class Workdir:
+    """One loop workdir as seen by one rank (`rank`: whose temp files are its own; rank 0 writes the shared
+    files). `fingerprint` is set by `check_config` and then guards every round marker read."""
+
+    def __init__(self, root: str | os.PathLike, rank: int = 0):
+        self.root = Path(root)
+        self.rank = rank
+        self.fingerprint: str | None = None
+
+    # ---- paths
+    def round_dir(self, k: int) -> Path:
+        return self.root / ROUND_DIR.format(k)
+
+    def checkpoint(self, k: int, f: int) -> Path:
+        return self.round_dir(k) / f"model_f{f}.pt"
+
+    def snapshot_file(self, k: int, f: int) -> Path:
+        return self.round_dir(k) / f"snapshots_f{f}.rank{self.rank}.npy"
+
+    def scores_path(self, k: int) -> Path:
+        return self.round_dir(k) / "scores.npy"
+
+    # ---- configuration
+    def check_config(self, pool_root: str, pool_fingerprint: str, preset: dict, loop: dict[str, Any]) -> dict | None:
+        """Refuse a workdir made under another configuration; sets `fingerprint`; returns the config.json to write
+        when the workdir has none (each round left must then still be this configuration's)."""
+        cfg = {"pool": {"path": os.path.abspath(pool_root) if "://" not in pool_root else pool_root,
+                        "fingerprint": pool_fingerprint},
+               "preset": preset, "loop": loop}  # preset: by content
+        fp = config_fingerprint(pool_fingerprint, preset, loop)
+        cfg["fingerprint"] = fp
+        path = self.root / "config.json"
+        if path.exists():
+            old = read_json_object(path, "workdir configuration", "delete it (the rounds keep their own "
+                                         "fingerprints) or use a new --workdir")
+            if old.get("fingerprint") != fp:
+                diffs = [k for k in ("preset", "loop") if old.get(k) != cfg[k]]
+                if old.get("pool", {}).get("fingerprint") != cfg["pool"]["fingerprint"]:
+                    diffs.insert(0, f"pool ({old.get('pool', {}).get('path')})")
+                raise BadInputError(path, f"workdir belongs to a different configuration (differs: "
+                                          f"{', '.join(diffs) or 'fingerprint'}); use a new --workdir")
+        self.fingerprint = fp
+        if path.exists():
+            return None
+        for k in range(self.finished_rounds()):  # config.json gone: the rounds left must still be this config's
+            self.finished(k)
+        return cfg
+
+    def write_config(self, cfg: dict) -> None:
+        remove_stale_temps(self.root / "config.json")
+        write_json(self.root / "config.json", cfg)
+
+    # ---- round markers
+    def finished_rounds(self) -> int:
+        k = 0
+        while (self.round_dir(k) / "done.json").exists():
+            k += 1
+        return k
+
+    def finished(self, k: int) -> dict | None:
+        """Round k's done.json, or None while unfinished; refused when another configuration made it."""
+        path = self.round_dir(k) / "done.json"
+        if not path.exists():
+            return None
+        done = read_json_object(path, "round completion marker", "delete it to rerun the round")
+        if done.get("fingerprint") != self.fingerprint:
+            raise BadInputError(path, f"round made under a different configuration (fingerprint "
+                                      f"{done.get('fingerprint')}, this run {self.fingerprint}); use a new --workdir")
+        return done
+
+    def require_finished(self, k: int) -> None:
+        """Round k's next mix is read: the round must be finished."""
+        if not (self.round_dir(k) / "done.json").exists():
+            raise BadInputError(self.round_dir(k), f"round {k} is not finished; run it first")
+
+    def scored(self, k: int) -> bool:
+        """Round k's score file is complete (a run killed after it has only selection and the report left)."""
+        rdir = self.round_dir(k)
+        return (rdir / "scores.npy").exists() and (rdir / "emb_sample.npz").exists()
+
+    def write_done(self, k: int, result: dict) -> None:
+        write_json(self.round_dir(k) / "done.json", result)  # the completion marker: last
+
+    def read_done(self, k: int) -> dict:
+        return json.loads((self.round_dir(k) / "done.json").read_text())
+
+    # ---- temp files and the final score file
+    def remove_stale_temps(self, rdir: Path) -> None:
+        """Delete the temp files of this rank's writes that a killed earlier run left in a round folder (and, on
+        rank 0, beside the workdir's final_scores.npy). Files named *.rank<r>.* are rank r's; the rest rank 0's."""
+        for p in rdir.glob(".tmp-*"):
+            m = re.search(r"\.rank(\d+)\.", p.name)
+            if (int(m.group(1)) if m else 0) == self.rank:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if self.rank == 0:
+            for name in ("final_scores.npy", "final_scores.npy.json"):
+                remove_stale_temps(self.root / name)
+
+    def publish_final(self, scores_path: Path) -> None:
+        """Copy a round's score file to W/final_scores.npy (sidecar first, .npy last, as scorefile writes them)."""
+        from .scorefile import sidecar_path
+
+        dst = self.root / "final_scores.npy"
+        dst.unlink(missing_ok=True)
+        with open(sidecar_path(scores_path), "rb") as a, atomic_open(sidecar_path(dst), "wb") as b:
+            shutil.copyfileobj(a, b)
+        with open(scores_path, "rb") as a, atomic_open(dst, "wb") as b:
+            shutil.copyfileobj(a, b)
+
+    # ---- round 0 from another workdir
+    def adopt_round0(self, source: str | os.PathLike, pool_fingerprint: str, preset: dict, loop: dict[str, Any],
+                     default_score: str) -> bool:
+        """Take round 0's models and scores from another workdir on the same pool whose settings differ only in
+        what round 0 does not depend on (ROUND0_FREE); selection and the report are then redone under this
+        configuration. False when this workdir already has round 0. Rank 0 copies; the caller then waits in a
+        barrier."""
+        src = Path(source) / "round_00"
+        dst = self.round_dir(0)
+        if (dst / "done.json").exists():
+            return False
+        cfg_path = Path(source) / "config.json"
+        if not (src / "done.json").exists() or not cfg_path.exists():
+            raise BadInputError(src, "round 0 is not finished there (no done.json / config.json); run it first")
+        other = read_json_object(cfg_path, "workdir configuration", "rerun round 0 there, or leave out --round0-from")
+        diffs = [k for k in sorted(set(loop) | set(other.get("loop", {})))
+                 if k not in ROUND0_FREE and loop.get(k) != other.get("loop", {}).get(k)]
+        if other.get("pool", {}).get("fingerprint") != pool_fingerprint:
+            diffs.insert(0, "pool")
+        if other.get("preset") != preset:
+            diffs.insert(0, "preset")
+        if diffs:
+            raise BadInputError(cfg_path, f"round 0 there was made under other settings ({', '.join(diffs)}); "
+                                          "only " + ", ".join(ROUND0_FREE) + " may differ")
+        if self.rank == 0:
+            from .scorefile import read_scores, read_sidecar, write_scores
+
+            dst.mkdir(parents=True, exist_ok=True)
+            self.remove_stale_temps(dst)
+            names = ["mix.npy", "emb_sample.npz"] + [p.name for p in sorted(src.glob("model_f*.pt"))] + \
+                [p.name for p in sorted(src.glob("snapshots_f*.npy"))]
+            for name in names:
+                with open(src / name, "rb") as a, atomic_open(dst / name, "wb") as b:
+                    shutil.copyfileobj(a, b)
+            # rewritten, not copied: the score file names the configuration (fingerprint) and default field
+            arr = read_scores(src / "scores.npy", mmap=False)
+            side = read_sidecar(src / "scores.npy")
+            meta = {k: v for k, v in side.items() if k not in ("format", "n", "fields", "default")}
+            meta.update(fingerprint=self.fingerprint, adopted_from=os.path.abspath(src))
+            write_scores(dst / "scores.npy", arr[["f0", "f1"]], {f: arr[f] for f in arr.dtype.names[2:]},
+                         meta=meta, default=default_score)
+        return True
