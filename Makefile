@@ -50,18 +50,18 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(PY) bench/run_all.py --pool $(POOL) --eval $(EVAL)
+	$(PY) bench/experiments/run_all.py --pool $(POOL) --eval $(EVAL)
 
 sweep: install
 	@test -f $(SWEEP_DIR)/misaligned60/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/misaligned60 --size 20000 \
 	  --noise 0.6 --noise-mix misaligned --seed 1 --direct
 	@test -f $(SWEEP_DIR)/memorizable50/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/memorizable50 --size 20000 \
 	  --noise 0.5 --noise-mix memorizable --seed 2 --direct
-	$(PY) bench/sweep_mix.py $(foreach p,$(SWEEP_POOLS),--pool $(p))
+	$(PY) bench/experiments/sweep_mix.py $(foreach p,$(SWEEP_POOLS),--pool $(p))
 
 bench-formats: install
-	$(PY) bench/bench_uids.py
-	$(PY) bench/bench_validate.py
+	$(PY) bench/perf/bench_uids.py
+	$(PY) bench/perf/bench_validate.py
 
 clean:
 	rm -rf $(VENV) work .pytest_cache

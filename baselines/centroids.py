@@ -89,7 +89,7 @@ def load_embedding_file(path: str | os.PathLike, key: str = "l14_img") -> np.nda
             raise BadInputError(p, "unknown embedding file type (expected .npy, .npz or .pt)")
     except BadInputError:
         raise
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise BadInputError(p, f"unreadable embedding file ({type(e).__name__}: {e})") from None
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise BadInputError(p, f"expected a non-empty 2-D array of embeddings, got shape {arr.shape}")

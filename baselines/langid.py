@@ -111,7 +111,7 @@ def _load(spec: LangIdSpec):
 
             try:
                 model = fasttext.load_model(spec.path)
-            except Exception as e:  # noqa: BLE001 - fastText raises ValueError / RuntimeError for bad files
+            except Exception as e:  # fastText raises ValueError / RuntimeError for bad files
                 raise BadInputError(spec.path, f"not a fastText model ({e})") from None
         else:
             import gcld3

@@ -42,7 +42,7 @@ def check_columns(files: Sequence[str], columns: Sequence[str], needed_by: str =
                 rows.append(pf.metadata.num_rows)
         except FileNotFoundError:
             raise BadInputError(path, "file does not exist") from None
-        except Exception as e:  # noqa: BLE001 - truncated / not parquet
+        except Exception as e:  # truncated / not parquet
             raise BadInputError(path, f"unreadable parquet ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         missing = [c for c in columns if c not in names]
         if missing:
@@ -77,7 +77,7 @@ def check_npz(files: Sequence[str], rows: Sequence[int], key: str) -> int:
                     shape, _, _ = header(m)
         except BadInputError:
             raise
-        except Exception as e:  # noqa: BLE001 - not a zip / not an npy member
+        except Exception as e:  # not a zip / not an npy member
             raise BadInputError(npz, f"unreadable npz ({type(e).__name__}: {e})") from None
         if len(shape) != 2 or shape[0] != n:
             raise BadInputError(npz, f"npz array {key!r} has {shape[0] if shape else 0} rows but its parquet "

@@ -85,7 +85,7 @@ def decode_shard(shard: str, part_dir: str, image_size: int, context_length: int
     for s in _iter([shard], keep, errors):
         try:
             pixels.append(resize_center_crop(s["image"], image_size))
-        except Exception as e:  # noqa: BLE001 - a broken image is a corrupt member
+        except Exception as e:  # a broken image is a corrupt member
             errors.add("corrupt_members", f"{shard}: {s['key']}: {e}")
             continue
         uid_list.append(s["uid"])
@@ -111,15 +111,13 @@ def decode_shard(shard: str, part_dir: str, image_size: int, context_length: int
 
 def _missing_members(shard: str, got: np.ndarray, members: np.ndarray | None) -> int:
     """How many samples the shard's img2dataset parquet lists as 'success' (and in the pool) were not read."""
-    from .pool import _fs, _success_uids
+    from .pool import shard_success_uids
 
-    table = str(shard)[: -len(".tar")] + ".parquet"
-    fs, p = _fs(table)
-    if not fs.exists(p):
-        return 0
     try:
-        expected = _success_uids(table)
+        expected = shard_success_uids(shard)
     except BadInputError:
+        return 0
+    if expected is None:
         return 0
     if members is not None:
         expected = expected[U.isin_sorted(expected, members)]
@@ -154,7 +152,8 @@ class PoolCache:
         if not mpath.exists():
             raise BadInputError(root, "cache is not complete (no manifest.json); rebuild it with build_cache")
         manifest = json.loads(mpath.read_text())
-        load = lambda name: np.load(root / name, mmap_mode="r", allow_pickle=False)  # noqa: E731
+        def load(name):
+            return np.load(root / name, mmap_mode="r", allow_pickle=False)
         c = cls(root, load("uids.npy"), load("pixels.npy"), load("tokens.npy"), load("shard.npy"), manifest)
         if not (len(c.uids) == len(c.pixels) == len(c.tokens) == len(c.shard) == manifest["rows"]):
             raise BadInputError(root, "cache arrays disagree in length with manifest.json; delete and rebuild")

@@ -75,7 +75,7 @@ def count_requested(url_list: str | os.PathLike, samples_per_shard: int = 10000)
         try:
             schema = pq.read_schema(f)
             rows = pq.ParquetFile(f).metadata.num_rows
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise BadInputError(f, f"unreadable parquet ({type(e).__name__}: {e})") from None
         for col in ("url", "text", "uid"):
             if col not in schema.names:

@@ -11,7 +11,13 @@ A round k, top to bottom (`Loop.run_round`):
                   -> scores.npy (+.json) (sfcomp.scorefile format; streamed presets leave out samples no model
                   could read), emb_sample.npz (the k-means sample of the drift report)
     4. select     top-scored by `--score` UNION uniform random from the whole pool -> next_mix.npy (+.json)
-    5. report     report.json, report.png; W/final_scores.npy; done.json, the completion marker, last
+    5. report     report.json, report.png; W/final_scores.npy; done.json, the completion marker, last. The
+                  report, done.json and final_scores.npy.json carry `compute`: the round's steps per model,
+                  samples trained and scored, train / score / total FLOPs (`sfcomp.flops`), the run's totals so
+                  far and `cost_ratio` to the final training of the pool's scale (`sfcomp.workdir.final_reference`)
+
+`run(rounds, budget=R)` stops before a round whose predicted FLOPs (the previous round's; round 0's estimated)
+would take the run past R x the final training.
 
 Workdir state (config.json and the fingerprint, completion markers, temp files, adopting round 0) lives in
 `sfcomp.workdir`; torch.distributed in `sfcomp.distributed`; the score arithmetic in `sfcomp.crossfit` and
@@ -38,9 +44,14 @@ from .distributed import all_gather, barrier, check_device, default_device, mayb
 from .errors import BadInputError
 from .guard import check_loop_dirs
 from .pool import Pool, pool_fingerprint
+from .score import cosine_scores
 from .scoretypes import ModelCosines, available, compute_fields
-from .workdir import (ROUND0_FREE, Workdir, check_round0_frac, check_round_index, check_train_shards, metadata_rows,
-                      resolve_pool)
+from .workdir import (ROUND0_FREE, Workdir, check_accounting, check_round0_frac, check_round_index,
+                      check_train_shards, final_reference, resolve_pool)
+
+# settings that change only the cost accounting (which final training a run is weighed against), not a file the
+# loop makes: outside the fingerprint, so a finished workdir can be re-weighed against another scale
+ACCOUNTING = ("scale", "final_samples_seen")
 
 
 @dataclass
@@ -56,6 +67,8 @@ class LoopConfig:
     steps: int | None = None         # override the preset's steps per model
     snapshots: list[float] = field(default_factory=list)  # fractions of training for ckpt_avg snapshots
     kmeans_k: int = 10               # clusters for the composition-drift report
+    scale: str | None = None         # the pool's DataComp scale (None: inferred from its metadata rows)
+    final_samples_seen: int | None = None  # the tiny scale's final training (None: eval/configs/scales.json)
 
     def fields(self) -> list[str]:
         """The score file's fields: every registered score type available with these folds and snapshots."""
@@ -63,7 +76,7 @@ class LoopConfig:
 
     def loop_settings(self) -> dict:
         """The settings config.json records and the fingerprint covers (the preset goes by content)."""
-        return {k: v for k, v in asdict(self).items() if k != "preset"}
+        return {k: v for k, v in asdict(self).items() if k != "preset" and k not in ACCOUNTING}
 
     def check(self) -> None:
         """Every setting checked before anything is written (pure: no torch, no file)."""
@@ -82,6 +95,7 @@ class LoopConfig:
             raise BadInputError(None, f"random_frac must be in [0, 1], got {self.random_frac}")
         if any(not 0 < s <= 1 for s in self.snapshots):
             raise BadInputError(None, f"snapshots are fractions of training in (0, 1], got {self.snapshots}")
+        check_accounting(self.scale, self.final_samples_seen)
 
 
 class Loop:
@@ -109,8 +123,12 @@ class Loop:
         self.pool.metadata_files()  # clear errors for a missing/empty pool before anything else
         self.pool_fingerprint = pool_fingerprint(self.pool)
         check_train_shards(config.train_shards, self.pool.shard_files())
+        n_rows = self.pool.metadata_row_count() if config.round0_frac < 1 or config.scale is None else None
         if config.round0_frac < 1:
-            check_round0_frac(config.round0_frac, metadata_rows(self.pool))
+            check_round0_frac(config.round0_frac, n_rows)
+        self.reference = final_reference(config.scale, n_rows, config.final_samples_seen)
+        self._final: dict | None = None  # the final training's FLOPs, counted when first needed
+        self.stop_reason: str | None = None  # why `run` stopped early (--budget), for the summary
         config_json = self.wd.check_config(self.pool.root, self.pool_fingerprint, self.preset, config.loop_settings())
         self.fingerprint = self.wd.fingerprint
         self.data = self._open_data(cache_dir, cache_workers)
@@ -152,14 +170,100 @@ class Loop:
             barrier()
         return adopted
 
-    def run(self, rounds: int) -> list[dict]:
+    def run(self, rounds: int, budget: float | None = None) -> list[dict]:
+        """Rounds 0..rounds-1 (finished ones kept). With `budget` R, stop before a round whose predicted FLOPs
+        (the previous round's, or round 0's estimate) would take the loop past R x the final training; then
+        `stop_reason` says so."""
         if rounds < 1:
             raise BadInputError(None, f"--rounds must be >= 1, got {rounds}")
+        check_accounting(None, None, budget)
         out = []
         for k in range(rounds):
             done = self.wd.finished(k)
+            if done is None and budget is not None:
+                so_far = sum(_round_total(r) for r in out)
+                predicted = _round_total(out[-1]) if out else self.round0_estimate()["total_flops"]
+                final = self.final_training()
+                if so_far + predicted > budget * final["flops"]:
+                    self.stop_reason = (f"stopped before round {k}: its predicted {predicted:.3g} FLOPs would take "
+                                        f"the loop to {(so_far + predicted) / final['flops']:.4g} x the final "
+                                        f"training ({final['scale']}: {final['model']}, {final['samples_seen']} "
+                                        f"samples seen), past --budget {budget:g}")
+                    break
             out.append(done if done is not None else self.run_round(k))
         return out
+
+    # ---- compute accounting (sfcomp.flops)
+    def final_training(self) -> dict:
+        """The final training this run is weighed against, with its FLOPs (counted once)."""
+        if self._final is None:
+            from .flops import final_training
+
+            self._final = final_training(self.reference)
+        return self._final
+
+    def _plan(self, k: int, mix_rows: np.ndarray) -> tuple[np.ndarray, int, list[int]]:
+        """(fold of each mix row, steps per model, training batch per model) of round k."""
+        from .train import steps_for
+
+        cfg, preset = self.config, self.preset
+        folds = cfg.folds
+        fold_of_mix = fold_of(self.data.uids[mix_rows], folds, cfg.seed, k) if folds >= 2 else \
+            np.zeros(len(mix_rows), np.int64)
+        steps = cfg.steps if cfg.steps is not None else steps_for(preset, len(mix_rows) * (folds - 1) // max(1, folds)
+                                                                 if folds >= 2 else len(mix_rows))
+        sizes = [int((fold_of_mix != f).sum()) for f in range(folds)] if folds >= 2 else [len(mix_rows)]
+        return fold_of_mix, steps, [min(preset["batch_size"], n) for n in sizes]
+
+    def _snapshot_steps(self, steps: int) -> list[int]:
+        return sorted({max(1, min(steps, round(s * steps))) for s in self.config.snapshots} - {steps})
+
+    def _compute(self, steps: int, batches: list[int]) -> dict:
+        """One round's FLOPs: every model's training, and every embedding of the whole pool (one per model, one
+        per snapshot)."""
+        from .flops import round_compute
+
+        passes = len(batches) * (1 + len(self._snapshot_steps(steps)))
+        return round_compute(self.preset, steps, batches, len(self.data.uids), passes)
+
+    def round0_estimate(self) -> dict:
+        """Round 0's compute predicted without making its mix (writes nothing): the mix is the pool or
+        int(N x --round0-frac) of it."""
+        cfg = self.config
+        n = len(self.data.uids)
+        n0 = n if cfg.round0_frac >= 1 else int(n * cfg.round0_frac)
+        per_model = n0 * (cfg.folds - 1) // cfg.folds if cfg.folds >= 2 else n0
+        from .train import steps_for
+
+        steps = cfg.steps if cfg.steps is not None else steps_for(self.preset, per_model)
+        return self._compute(steps, [min(self.preset["batch_size"], max(1, per_model))] * max(1, cfg.folds))
+
+    def _accounting(self, k: int, compute: dict) -> dict:
+        """The round's compute with the run's totals so far (rounds 0..k) and the cost ratio to the final
+        training."""
+        import torch
+
+        from .flops import COUNTER
+
+        totals = {key: 0 for key in ("samples_trained", "samples_scored", "train_flops", "score_flops",
+                                     "total_flops")}
+        uncounted = []
+        for j in range(k):
+            prev = (self.wd.finished(j) or {}).get("compute")
+            if prev is None:
+                uncounted.append(j)
+                continue
+            for key in totals:
+                totals[key] += prev[key]
+        for key in totals:
+            totals[key] += compute[key]
+        final = self.final_training()
+        so_far = {"rounds": k + 1, **totals}
+        if uncounted:
+            so_far["rounds_not_counted"] = uncounted  # finished before sfcomp counted FLOPs
+        return {**compute, "run_so_far": so_far, "final_training": final,
+                "cost_ratio": totals["total_flops"] / final["flops"],
+                "counted_by": f"{COUNTER} (torch {torch.__version__})"}
 
     # ---- one round
     def run_round(self, k: int | None = None) -> dict:
@@ -181,6 +285,7 @@ class Loop:
 
         # 1. the mix
         mix_rows = self._mix_rows(k)
+        plan = self._plan(k, mix_rows)
         scores_path = self.wd.scores_path(k)
         if self.wd.scored(k):
             # killed after its score file was complete: only selection and the report are left to do
@@ -190,7 +295,7 @@ class Loop:
                       "resumed_after_scoring": True}
         else:
             # 2.-3. train the models, score the pool
-            img_emb_sample, counts = self._train_and_score(k, mix_rows, timings)
+            img_emb_sample, counts = self._train_and_score(k, mix_rows, plan, timings)
 
         unread = getattr(self.data, "unread", None)
         if unread is not None and self.world > 1:  # the report counts what every rank could not read
@@ -199,13 +304,14 @@ class Loop:
         result: dict = {}
         if self.rank == 0:
             # 4.-5. select the next mix, report
-            result = self._select_and_report(k, scores_path, mix_rows, img_emb_sample, timings)
+            compute = self._accounting(k, self._compute(plan[1], plan[2]))
+            result = self._select_and_report(k, scores_path, mix_rows, img_emb_sample, timings, compute)
             result.update({"round": k, "fingerprint": self.fingerprint, "world_size": self.world,
                            **{c: v for c, v in counts.items() if c not in ("trained", "scored")},
                            "train_samples_per_s": counts["trained"] / timings["train_s"] if timings["train_s"] else None,
                            "score_samples_per_s": counts["scored"] * self.world / timings["score_s"]
                            if timings["score_s"] else None,
-                           "wall_s": time.time() - t_start, **timings})
+                           "wall_s": time.time() - t_start, **timings, "compute": compute})
             self.wd.write_done(k, result)
         barrier()
         if self.rank != 0:
@@ -244,16 +350,11 @@ class Loop:
             return np.arange(len(self.data.uids))
         return np.flatnonzero(self.data.shard % self.world == self.rank)
 
-    def _train_and_score(self, k: int, mix_rows: np.ndarray, timings: dict) -> tuple:
+    def _train_and_score(self, k: int, mix_rows: np.ndarray, plan: tuple, timings: dict) -> tuple:
         """Train the round's models on the mix, score this rank's rows, write the (merged) score file."""
-        from .train import steps_for
-
         cfg, preset = self.config, self.preset
         folds = cfg.folds
-        fold_of_mix = fold_of(self.data.uids[mix_rows], folds, cfg.seed, k) if folds >= 2 else \
-            np.zeros(len(mix_rows), np.int64)
-        steps = cfg.steps if cfg.steps is not None else steps_for(preset, len(mix_rows) * (folds - 1) // max(1, folds)
-                                                                 if folds >= 2 else len(mix_rows))
+        fold_of_mix, steps, _ = plan
         score_rows = self._score_rows()
         n_models = max(1, folds)
         cos = np.zeros((len(score_rows), n_models), np.float32)
@@ -269,7 +370,7 @@ class Loop:
             img, txt = self.data.embed(model, score_rows, preset, self.device, progress=self.progress)
             timings["score_s"] += time.time() - t0
             scored_samples += len(score_rows)
-            cos[:, f] = np.einsum("ij,ij->i", img, txt)
+            cos[:, f] = cosine_scores(img, txt)
             if f == 0:  # k-means sample for the drift report: the same pool rows whatever the world size
                 take = np.random.default_rng(derive_seed(cfg.seed, "emb", k)).permutation(len(self.data.uids))[:20000]
                 mine = np.isin(score_rows, take)
@@ -314,19 +415,19 @@ class Loop:
                 if cfg.snapshots:
                     snaps[f] = list(np.load(snap_path))
                 return model, 0
-            except Exception as e:  # noqa: BLE001 - truncated/corrupt: retrain the fold (same seeds, same model)
+            except Exception as e:  # truncated/corrupt: retrain the fold (same seeds, same model)
                 print(f"warning: {ckpt}: unreadable checkpoint ({type(e).__name__}); retraining fold {f}",
                       file=sys.stderr)
                 model, _ = create_model(preset, seed=derive_seed(cfg.seed, "model", k, f))
                 snaps[f] = []
-        snap_steps = sorted({max(1, min(steps, round(s * steps))) for s in cfg.snapshots} - {steps})
+        snap_steps = self._snapshot_steps(steps)
         on_step = None
         if snap_steps:
             def on_step(step, m):
                 if step in snap_steps:
                     t0 = time.time()
                     a, b = self.data.embed(m, score_rows, preset, self.device, progress=False)
-                    snaps[f].append(np.einsum("ij,ij->i", a, b).astype(np.float32))
+                    snaps[f].append(cosine_scores(a, b))
                     m.train()
                     timings["snapshot_s"] = timings.get("snapshot_s", 0.0) + time.time() - t0
         t0, snap0 = time.time(), timings.get("snapshot_s", 0.0)
@@ -366,7 +467,7 @@ class Loop:
             merge_score_files([rdir / f"scores.rank{r}.npy" for r in range(self.world)], self.wd.scores_path(k),
                               meta=meta)
 
-    def _select_and_report(self, k, scores_path, mix_rows, img_emb_sample, timings) -> dict:
+    def _select_and_report(self, k, scores_path, mix_rows, img_emb_sample, timings, compute: dict) -> dict:
         from .export import export_subset
         from .report import write_round_report
 
@@ -389,7 +490,14 @@ class Loop:
             img_emb_sample=(self.data.uids[img_emb_sample[0]], img_emb_sample[1]) if img_emb_sample else None,
             truth=self.truth.aligned(uids) if self.truth is not None else None, top_frac=cfg.top_frac,
             kmeans_k=cfg.kmeans_k, seed=derive_seed(cfg.seed, "kmeans", k), errors=self.data.errors,
-            timings=timings)
-        self.wd.publish_final(scores_path)
+            timings=timings, compute=compute)
+        self.wd.publish_final(scores_path, extra={"compute": {
+            "run": compute["run_so_far"], "final_training": compute["final_training"],
+            "cost_ratio": compute["cost_ratio"], "counted_by": compute["counted_by"]}})
         timings["report_s"] = time.time() - t0
         return {"mix_size": int(len(mix_rows)), "next_mix": info, "report": report.get("summary", {})}
+
+
+def _round_total(done: dict) -> float:
+    """A finished round's total FLOPs from its done.json (0 for a round finished before FLOPs were counted)."""
+    return float((done.get("compute") or {}).get("total_flops", 0.0))

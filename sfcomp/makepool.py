@@ -1,4 +1,5 @@
-"""`sfcomp make-pool`: a noisy demo pool from a pool source (sfcomp/sources), in DataComp's exact on-disk layout.
+"""`sfcomp make-pool`: a pool from a pool source (sfcomp/sources: a noisy demo, or a user's own folder), in
+DataComp's exact on-disk layout.
 
 Stages (each resumable; a finished stage leaves a file that the next run trusts):
   1. plan      images -> captions, noise, uids, served files (DIR/_work/plan.parquet, blob, pixels)
@@ -6,7 +7,9 @@ Stages (each resumable; a finished stage leaves a file that the next run trusts)
                DIR/metadata/<32-hex>.parquet + .npz (the npz first, the parquet last)
   3. shards    serve the files on 127.0.0.1 and fetch them with `sfcomp download` (img2dataset), or with
                `direct=True` read them from the blob through the same img2dataset code
-  4. truth     DIR/truth.parquet (uid, clean, noise_type, class, ...), kept out of metadata/ and shards/
+  4. truth     DIR/truth.parquet (uid, clean, noise_type, class, ...), kept out of metadata/ and shards/, when
+               there is a truth (labels, the source's clean flags, or injected noise); DIR/source_rows.parquet
+               (uid -> the source's own row and file) for sources that name their items (--source folder)
   5. eval      DIR/eval/<source> (zero-shot classification, labelled sources) and DIR/eval/<source>_retrieval
   6. DIR/make_pool.json (arguments, counts, measured noise mix, timings), then DIR/.complete, written last.
 """
@@ -23,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_open, write_json
-from .errors import SfcompError
-from .sources import DEFAULT_SOURCE
+from .errors import BadInputError, SfcompError
+from .sources import DEFAULT_SOURCE, Source
 
 METADATA_COLUMNS = ["uid", "url", "text", "original_width", "original_height", "clip_b32_similarity_score",
                     "clip_l14_similarity_score", "face_bboxes", "sha256"]
@@ -53,8 +56,8 @@ def _split_bounds(n: int, k: int) -> list[tuple[int, int]]:
 
 
 class PoolBuilder:
-    def __init__(self, out: str | os.PathLike, source: str = DEFAULT_SOURCE, size: int = 60000,
-                 noise: float = 0.5, noise_mix: str = "default", seed: int = 0, direct: bool = False,
+    def __init__(self, out: str | os.PathLike, source: str | Source = DEFAULT_SOURCE, size: int | None = None,
+                 noise: float | None = None, noise_mix: str = "default", seed: int = 0, direct: bool = False,
                  image_size: int = 64, samples_per_shard: int = 10000, processes: int = 2, threads: int = 32,
                  ref_size: int | None = None, ref_steps: int | None = None, ref_batch_size: int | None = None,
                  retrieval_size: int = 2000, eval_size: int | None = None, timeout: int = 10,
@@ -63,23 +66,39 @@ class PoolBuilder:
         from .sources.noise import get_profile
 
         self.source = get_source(source)
-        if size < 1:
-            raise SfcompError(f"--size must be positive, got {size}")
+        self.source.check()
+        if noise is None:  # per source: a user's own data gets no injected noise unless asked
+            noise = self.source.default_noise
         if ref_size is None:
             ref_size = self.source.reference_size
+        self._loaded: dict = {}
+        if self.source.default_size is None:  # every item not held out, and no more
+            avail = len(self.items(self.source.pool_split)) - int(ref_size)
+            if size is not None and size > avail:
+                raise BadInputError(None, f"--size {size} is more than the {avail} items left for the pool by "
+                                          f"source {self.source.name} ({ref_size} held out for the reference CLIPs)")
+            size = avail if size is None else size
+        elif size is None:
+            size = self.source.default_size
+        if size < 1:
+            raise SfcompError(f"--size must be positive, got {size}")
         self.profile = get_profile(noise_mix)
+        if not self.source.simulate_web and noise == 0:  # exact duplicates only as asked-for noise
+            self.profile = dict(self.profile, duplicate_frac=0.0)
         self.out = Path(out)
         self.work = self.out / "_work"
-        self.args = dict(source=source, size=int(size), noise=float(noise), noise_mix=noise_mix, seed=int(seed),
+        name = self.source.name if isinstance(source, Source) else source
+        self.args = dict(source=name, size=int(size), noise=float(noise), noise_mix=noise_mix, seed=int(seed),
                          image_size=int(image_size), samples_per_shard=int(samples_per_shard),
                          ref_size=int(ref_size), ref_steps=ref_steps, ref_batch_size=ref_batch_size,
                          retrieval_size=int(retrieval_size), eval_size=eval_size)
+        if self.source.describe():  # only then: older pools' recorded args stay equal on resume
+            self.args["source_input"] = self.source.describe()
         self.timeout = timeout
         self.direct = direct
         self.processes, self.threads = processes, threads
         self.progress, self.log = progress, log
         self.timings: dict[str, float] = {}
-        self._loaded: dict = {}
 
     # ---- driver ---------------------------------------------------------------------------------------
     def build(self) -> dict:
@@ -147,13 +166,16 @@ class PoolBuilder:
             return PoolPlan(table=table, pixels=pixels, ref_indices=ref)
         a, src = self.args, self.source
         items = self.items(src.pool_split)
+        web = {} if src.simulate_web else dict(fail_404=0.0, fail_corrupt=0.0)  # no dead links, corrupt files
         plan = plan_pool(items.images, items.labels, a["size"], a["noise"], self.profile, a["seed"],
                          ref_size=a["ref_size"], texts=items.texts, vocab=src.caption_vocab(),
-                         served_sides=src.served_sides, served_side_p=src.served_side_p)
+                         served_sides=src.served_sides, served_side_p=src.served_side_p, **web)
         files, sha = encode_served(plan, a["seed"] + 1)
         t = plan.table
         t["sha256"] = sha
-        ext = np.where(t["format"] == "png", "png", "jpg")
+        if items.files is not None:
+            _serve_own_files(plan, items, files)
+        ext = np.where(t["format"].isin(["png", "webp"]), t["format"], "jpg")
         t["path"] = ["/img/" + u[:2] + "/" + u + "." + e for u, e in zip(t["uid"], ext)]
         # the urls' port is fixed by the seed, so the same seed gives the same metadata; if it is busy at
         # download time the server takes another and only the download's url lists say so
@@ -317,10 +339,24 @@ class PoolBuilder:
         import pyarrow.parquet as pq
 
         t = plan.table
+        items = self.items(self.source.pool_split)
+        rows = self.source.item_rows(self.source.pool_split)
+        if rows is not None:  # uid -> the source's own item (the user's row and file), for acting on a subset
+            src = t["source_index"].to_numpy(np.int64)
+            cols = {"uid": t["uid"].astype(str).tolist(), **{k: [v[i] for i in src] for k, v in rows.items()}}
+            with atomic_open(self.out / "source_rows.parquet", "wb") as f:
+                pq.write_table(pa.table(cols), f)
+        if not self.has_truth(items):
+            return
+        clean, noise_type = t["clean"].to_numpy(bool), t["noise_type"].astype(str).to_numpy(object)
+        if items.clean is not None:  # the source's own flags: a caption it marks wrong is noisy whatever we did
+            marked = ~items.clean[t["source_index"].to_numpy(np.int64)]
+            noise_type[marked & clean] = "marked_noisy"
+            clean = clean & ~marked
         table = pa.table({
             "uid": t["uid"].astype(str).tolist(),
-            "clean": t["clean"].to_numpy(bool),
-            "noise_type": t["noise_type"].astype(str).tolist(),
+            "clean": clean,
+            "noise_type": noise_type.tolist(),
             "class": t["class"].to_numpy(np.int64),
             "variant": t["variant"].astype(str).tolist(),
             "source_index": t["source_index"].to_numpy(np.int64),
@@ -328,6 +364,11 @@ class PoolBuilder:
         })
         with atomic_open(self.out / "truth.parquet", "wb") as f:
             pq.write_table(table, f)
+
+    def has_truth(self, items) -> bool:
+        """truth.parquet is written when there is something true to say: labels, the source's clean flags,
+        or noise make-pool injected."""
+        return items.labels is not None or items.clean is not None or self.args["noise"] > 0
 
     # ---- 5. eval sets ------------------------------------------------------------------------------------
     def eval_sets(self) -> None:
@@ -381,8 +422,29 @@ class PoolBuilder:
             "noisy_fraction": round(float(1 - t["clean"].mean()), 4),
             "noise_mix": {k: float(v) for k, v in sorted(mix.items())},
             "profile": self.profile,
+            "truth": (self.out / "truth.parquet").exists(),
+            **self.source.report(),
             "timings_s": self.timings,
         }
+
+
+def _serve_own_files(plan, items, files: list[bytes]) -> None:
+    """Rows showing an item unaltered (originals and their exact duplicates) serve the item's own file, with its
+    real size; altered copies (injected noise) keep the plan's re-encoding."""
+    import hashlib
+
+    t = plan.table
+    src = t["source_index"].to_numpy(np.int64)
+    for i in range(len(t)):
+        own = items.files[int(src[i])]
+        shown = plan.pixels[i]
+        if t["fail"].iat[i] != "ok" or not np.array_equal(shown, items.images[int(src[i])]):
+            continue
+        files[i] = own.data
+        t.iat[i, t.columns.get_loc("sha256")] = hashlib.sha256(own.data).hexdigest()
+        t.iat[i, t.columns.get_loc("original_width")] = own.width
+        t.iat[i, t.columns.get_loc("original_height")] = own.height
+        t.iat[i, t.columns.get_loc("format")] = own.ext
 
 
 def make_pool(out: str | os.PathLike, **kwargs) -> dict:

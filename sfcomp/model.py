@@ -5,10 +5,14 @@ A preset is a dict:
     mean, std (pixel normalisation), batch_size, lr, wd, warmup, steps | epochs, beta1, beta2, eps,
     grad_clip, precision ("fp32" | "amp_bf16"), cache (true: decode the pool once into a memory-mapped cache;
     false: stream shards), score_batch_size, num_workers.
+A preset file may hold `"extends": BASE` (a preset name, or a .json path relative to the file): it is BASE with
+this file's keys merged in, nested dicts (model_cfg, vision_cfg, text_cfg) key by key, so a narrower copy of
+`datacomp-b32` names only the widths it changes.
 No pretrained weights are ever loaded; open_clip's BPE tokenizer ships with the package (works offline).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -38,26 +42,76 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
+MAX_EXTENDS = 16
+
+
+def _preset_file(ref: str | os.PathLike, relative_to: Path | None = None) -> Path | None:
+    """The file of a preset name or .json path (a relative path first against `relative_to`); None if none."""
+    path = Path(ref)
+    if path.suffix == ".json":
+        if relative_to is not None and not path.is_absolute() and (relative_to / path).exists():
+            return relative_to / path
+        return path if path.exists() else None
+    named = PRESET_DIR / f"{ref}.json"
+    return named if named.exists() else None
+
+
+def _read_preset_file(path: Path) -> dict:
+    try:
+        preset = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInputError(path, f"preset is not valid JSON ({e})") from None
+    if not isinstance(preset, dict):
+        raise BadInputError(path, "preset is not a JSON object")
+    return preset
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _resolve_extends(preset: dict, source: str, start: Path | None) -> dict:
+    """`preset` (read from the file `start`, if any) merged over its `extends` chain (nearest file wins); the
+    result has no `extends` key."""
+    seen: list[Path] = [start.resolve()] if start is not None else []
+    here = start.parent if start is not None else None
+    while "extends" in preset:
+        ref = preset.pop("extends")
+        if not isinstance(ref, str) or not ref:
+            raise BadInputError(source, "'extends' must be a preset name or a .json path")
+        path = _preset_file(ref, here)
+        if path is None and Path(ref).suffix == ".json":
+            raise BadInputError(source, f"extends: preset file {ref!r} does not exist")
+        if path is None:
+            raise BadInputError(source, f"extends: unknown preset {ref!r} (available: "
+                                        f"{', '.join(available_presets())}, or a .json path)")
+        if path.resolve() in seen or len(seen) > MAX_EXTENDS:
+            raise BadInputError(source, f"extends: the chain loops back to {path}")
+        seen.append(path.resolve())
+        preset = _deep_merge(_read_preset_file(path), preset)
+        here = path.parent
+    return preset
+
+
 def load_preset(name_or_path: str | os.PathLike | dict) -> dict:
-    """A preset dict from a name (`tiny`, `datacomp-b32`, `ref-*`) or a JSON file path; defaults filled in."""
+    """A preset dict from a name (`tiny`, `datacomp-b32`, `ref-*`) or a JSON file path; `extends` resolved,
+    defaults filled in."""
     if isinstance(name_or_path, dict):
-        preset = dict(name_or_path)
+        preset = copy.deepcopy(name_or_path)  # resolving `extends` must not touch the caller's dict
         source = f"preset {preset.get('name', '?')!r}"
+        preset = _resolve_extends(preset, source, None)
     else:
-        path = Path(name_or_path)
-        if not path.suffix == ".json" or not path.exists():
-            named = PRESET_DIR / f"{name_or_path}.json"
-            if not named.exists():
-                if path.suffix == ".json":
-                    raise BadInputError(path, "preset file does not exist")
-                raise BadInputError(None, f"unknown preset {str(name_or_path)!r} "
-                                          f"(available: {', '.join(available_presets())}, or a .json path)")
-            path = named
-        try:
-            preset = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise BadInputError(path, f"preset is not valid JSON ({e})") from None
+        path = _preset_file(name_or_path)
+        if path is None:
+            if Path(name_or_path).suffix == ".json":
+                raise BadInputError(Path(name_or_path), "preset file does not exist")
+            raise BadInputError(None, f"unknown preset {str(name_or_path)!r} "
+                                      f"(available: {', '.join(available_presets())}, or a .json path)")
         source = str(path)
+        preset = _resolve_extends(_read_preset_file(path), source, path)
     missing = [k for k in REQUIRED_KEYS if k not in preset]
     if missing:
         raise BadInputError(source, f"preset lacks key {missing[0]!r}")

@@ -117,6 +117,21 @@ class Pool:
         for p in self.metadata_files():
             yield p, read_metadata_file(p, columns)
 
+    def metadata_row_count(self) -> int | None:
+        """Rows in the metadata from the parquet footers (no data read); None when a footer is unreadable (the
+        metadata reader then reports that file)."""
+        import pyarrow.parquet as pq
+
+        total = 0
+        for path in self.metadata_files():
+            fs, q = _fs(path)
+            try:
+                with fs.open(q, "rb") as f:
+                    total += pq.ParquetFile(f).metadata.num_rows
+            except Exception:  # any unreadable footer: leave the report to the metadata reader
+                return None
+        return total
+
     def metadata_uids(self) -> np.ndarray:
         """Every metadata uid as `u8,u8`, in file-then-row order (not sorted)."""
         return U.concat(_parallel_map(read_uids, self.metadata_files()))
@@ -266,6 +281,19 @@ def read_npz(parquet_path: str, keys: Sequence[str], n_rows: int | None = None) 
     return out
 
 
+def is_readable_file(path: str) -> bool:
+    """`path` (local or fsspec) is a regular file: not gone, a folder, a dangling link or a link loop."""
+    return _file_size(*_fs(path)) is not None
+
+
+def shard_success_uids(tar_path: str) -> np.ndarray | None:
+    """uids img2dataset's per-shard parquet beside `tar_path` lists as downloaded ('success'), or None without
+    one."""
+    table = str(tar_path)[: -len(".tar")] + ".parquet"
+    fs, p = _fs(table)
+    return _success_uids(table) if fs.exists(p) else None
+
+
 def _success_uids(table_path: str) -> np.ndarray:
     import pyarrow.compute as pc
 
@@ -341,7 +369,7 @@ def _samples(url, grouped, keep_uid, decode, errors) -> Iterator[dict]:
         try:
             meta = json.loads(raw["json"])
             uid = meta["uid"]
-        except Exception as e:  # noqa: BLE001 - any broken json is a corrupt member
+        except Exception as e:  # any broken json is a corrupt member
             errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: bad json ({e})")
             continue
         if keep_uid is not None and not keep_uid(uid):
@@ -357,7 +385,7 @@ def _samples(url, grouped, keep_uid, decode, errors) -> Iterator[dict]:
                 im = Image.open(io.BytesIO(img))
                 im.load()
                 img = im.convert("RGB")
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 errors.add("corrupt_members", f"{url}: sample {raw.get('__key__')}: undecodable image ({e})")
                 continue
         text, not_utf8 = _caption(raw.get("txt"), meta)

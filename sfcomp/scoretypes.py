@@ -2,7 +2,7 @@
 
 Every reader of score types reads this table: `LoopConfig.fields()` (the fields of a round's score file, in
 registry order), `LoopConfig.check()` (is `--score` computed with these folds and snapshots?), the `--score`
-choices of `sfcomp run` / `sfcomp round`, and the sweep (bench/sweep_mix.py, bench/run_all.py: which score types
+choices of `sfcomp run` / `sfcomp round`, and the sweep (bench/experiments/sweep_mix.py, bench/experiments/run_all.py: which score types
 exist and the `sfcomp run` options each needs). Adding a score type is one function plus one `register` call:
 
     def negcos(c: ModelCosines) -> np.ndarray:          # pure: per-model cosines (+ folds, snapshots) -> scores

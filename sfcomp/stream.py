@@ -26,7 +26,7 @@ def _sample_stream(shards: Sequence[str], members: np.ndarray, image_size: int, 
     for s in iter_shard_samples(shards, keep_uid=keep.__contains__, decode="pil", errors=errors):
         try:
             px = resize_center_crop(s["image"], image_size)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors.add("corrupt_members", f"{s['shard']}: {s['key']}: {e}")
             continue
         yield px, tokenize_captions([s["text"]], context_length)[0], s["uid"], s["text_not_utf8"]
@@ -197,6 +197,6 @@ class StreamedPoolData:
 
 def _readable(path: str) -> bool:
     """`path` is a regular file (not gone, a folder, a dangling link or a link loop)."""
-    from .pool import _file_size, _fs
+    from .pool import is_readable_file
 
-    return _file_size(*_fs(path)) is not None
+    return is_readable_file(path)

@@ -161,8 +161,10 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
     src = paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
     rule, k_top, k_rand = mix_counts(n, top_frac, top_k, threshold, random_frac, random_count, src)
 
-    top_key = lambda c: ~score_key(c[field])  # noqa: E731 ascending p = descending score
-    rand_key = lambda c: uid_hash(c["f0"], c["f1"], seed)  # noqa: E731
+    def top_key(c):
+        return ~score_key(c[field])  # ascending p = descending score
+    def rand_key(c):
+        return uid_hash(c["f0"], c["f1"], seed)
     selectors: dict[str, KthSmallest] = {}
     thr: float | None = None
     top_all = False  # top-k == N

@@ -1,6 +1,7 @@
 """A loop workdir's state, without torch: its configuration and fingerprint, the round folders and their
 completion markers, temp files a killed run left, adopting another workdir's round 0, and the settings checked
-before any of it is touched (pool names, --train-shards, --round0-frac, --round). Inspecting a workdir costs
+before any of it is touched (pool names, --train-shards, --round0-frac, --round, --scale, --budget) and
+the final training a run's FLOPs are weighed against. Inspecting a workdir costs
 no model, no cache and no process group.
 
 Layout (see `sfcomp.loop` for what each file holds):
@@ -95,29 +96,54 @@ def check_train_shards(names: list[str] | None, shard_files: list[str]) -> None:
                                   f"(the pool's {len(have)} shards: {shown})")
 
 
-def metadata_rows(pool) -> int | None:
-    """Rows in the pool's metadata from the parquet footers (no data read); None when a footer is unreadable
-    (the metadata reader then reports that file)."""
-    import pyarrow.parquet as pq
-
-    from .pool import _fs
-
-    total = 0
-    for p in pool.metadata_files():
-        fs, q = _fs(p)
-        try:
-            with fs.open(q, "rb") as f:
-                total += pq.ParquetFile(f).metadata.num_rows
-        except Exception:  # noqa: BLE001 - any unreadable footer: leave the report to the metadata reader
-            return None
-    return total
-
-
 def check_round0_frac(fraction: float, n_rows: int | None) -> None:
     """Round 0 trains on int(N * --round0-frac) samples: refuse a fraction that leaves none, before any file."""
     if n_rows is not None and int(n_rows * fraction) == 0:
         raise BadInputError(None, f"--round0-frac {fraction} of the pool's {n_rows} samples is int({n_rows} * "
                                   f"{fraction}) = 0 samples: round 0 would train on nothing")
+
+
+# DataComp's pool sizes (= samples seen of the final training); a pool below small is sfcomp's `tiny` scale
+SCALE_POOL_SIZES = {"small": 12_800_000, "medium": 128_000_000, "large": 1_280_000_000, "xlarge": 12_800_000_000}
+SCALES = ("tiny", *SCALE_POOL_SIZES)
+
+
+def check_accounting(scale: str | None, final_samples_seen: int | None, budget: float | None = None) -> None:
+    """--scale, --final-samples-seen and --budget, before anything is written."""
+    if scale is not None and scale not in SCALES:
+        raise BadInputError(None, f"--scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if final_samples_seen is not None and final_samples_seen < 1:
+        raise BadInputError(None, f"--final-samples-seen must be >= 1, got {final_samples_seen}")
+    if final_samples_seen is not None and scale is not None and scale != "tiny":
+        raise BadInputError(None, f"--final-samples-seen applies to the tiny scale only (DataComp's {scale} scale "
+                                  f"fixes samples seen at {SCALE_POOL_SIZES[scale]})")
+    if budget is not None and not budget > 0:  # `not >` also refuses NaN
+        raise BadInputError(None, f"--budget must be > 0 (a multiple of the final training's FLOPs), got {budget}")
+
+
+def infer_scale(n_rows: int | None) -> str:
+    """The largest DataComp scale whose pool size the metadata reaches; `tiny` below small."""
+    reached = [name for name, size in SCALE_POOL_SIZES.items() if n_rows is not None and n_rows >= size]
+    return reached[-1] if reached else "tiny"
+
+
+def final_reference(scale: str | None, n_rows: int | None, final_samples_seen: int | None) -> dict:
+    """Which final training the loop's cost is weighed against: the scale (given or inferred from the pool's
+    metadata rows), its model, batch and samples seen (eval/configs/scales.json; --final-samples-seen for tiny).
+    Pure: no torch. Refuses --final-samples-seen on a pool inferred to be a DataComp scale."""
+    from .eval.scales import get_scale
+
+    name = scale if scale is not None else infer_scale(n_rows)
+    how = "--scale" if scale is not None else f"inferred from the pool's {n_rows} metadata rows"
+    if final_samples_seen is not None and name != "tiny":
+        raise BadInputError(None, f"--final-samples-seen applies to the tiny scale only; this pool is DataComp's "
+                                  f"{name} scale ({how}), which fixes samples seen at {SCALE_POOL_SIZES[name]}")
+    cfg = get_scale(name)
+    seen = final_samples_seen if final_samples_seen is not None else int(cfg["train_num_samples"])
+    return {"scale": name, "scale_from": how, "model": cfg["model"], "batch_size": int(cfg["batch_size"]),
+            "samples_seen": int(seen),
+            "samples_seen_from": "--final-samples-seen" if final_samples_seen is not None
+            else "eval/configs/scales.json"}
 
 
 def check_round_index(workdir: str | os.PathLike, k: int | None) -> None:
@@ -239,14 +265,19 @@ class Workdir:
             for name in ("final_scores.npy", "final_scores.npy.json"):
                 remove_stale_temps(self.root / name)
 
-    def publish_final(self, scores_path: Path) -> None:
-        """Copy a round's score file to W/final_scores.npy (sidecar first, .npy last, as scorefile writes them)."""
+    def publish_final(self, scores_path: Path, extra: dict | None = None) -> None:
+        """Copy a round's score file to W/final_scores.npy (sidecar first, .npy last, as scorefile writes them);
+        `extra` keys (the run's compute totals) are added to the copied sidecar."""
         from .scorefile import sidecar_path
 
         dst = self.root / "final_scores.npy"
         dst.unlink(missing_ok=True)
-        with open(sidecar_path(scores_path), "rb") as a, atomic_open(sidecar_path(dst), "wb") as b:
-            shutil.copyfileobj(a, b)
+        if extra:
+            side = json.loads(sidecar_path(scores_path).read_text())
+            write_json(sidecar_path(dst), {**side, **extra})
+        else:
+            with open(sidecar_path(scores_path), "rb") as a, atomic_open(sidecar_path(dst), "wb") as b:
+                shutil.copyfileobj(a, b)
         with open(scores_path, "rb") as a, atomic_open(dst, "wb") as b:
             shutil.copyfileobj(a, b)
 

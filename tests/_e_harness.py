@@ -303,3 +303,57 @@ def tree_digest(path: Path) -> dict[str, str]:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return {("." if p == path else str(p.relative_to(path))): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in files}
+
+
+# ------------------------------------------------------------------------------------------ DataComp pool check
+# DataComp's metadata columns, in order (shared/docs/datacomp-reference.md), written out rather than imported.
+DATACOMP_COLUMNS = ["uid", "url", "text", "original_width", "original_height", "clip_b32_similarity_score",
+                    "clip_l14_similarity_score", "face_bboxes", "sha256"]
+
+
+def tar_members(tar: Path) -> dict[str, dict[str, bytes]]:
+    """{KEY: {extension: bytes}} of a webdataset tar."""
+    import tarfile
+
+    groups: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(tar) as tf:
+        for m in tf.getmembers():
+            key, ext = m.name.split(".", 1)
+            groups.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    return groups
+
+
+def datacomp_check(pool: Path) -> dict[str, bool]:
+    """What DataComp's tools rely on in a pool folder, one named check each (all True on a good pool): metadata
+    columns; uids 32-char lower-case hex and unique; npz rows aligned with the parquet rows (same count, the
+    stored scores are the cosines of the stored embeddings); each shard's `_stats.json` successes equal to the
+    samples in its tar; every shard sample's json uid in the metadata."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    parquets = sorted((Path(pool) / "metadata").glob("*.parquet"))
+    tables = [pq.read_table(p).to_pandas() for p in parquets]
+    uids = [u for t in tables for u in t["uid"]]
+    aligned = bool(parquets)
+    for p, t in zip(parquets, tables):
+        z = np.load(p.with_suffix(".npz"))
+        for arch in ("b32", "l14"):
+            img, txt = z[f"{arch}_img"].astype(np.float32), z[f"{arch}_txt"].astype(np.float32)
+            cos = np.einsum("ij,ij->i", img, txt) if len(img) == len(t) else None
+            aligned &= cos is not None and float(np.abs(cos - t[f"clip_{arch}_similarity_score"]).max()) < 1e-5
+    tars = sorted((Path(pool) / "shards").glob("*.tar"))
+    members = {tar: tar_members(tar) for tar in tars}
+    stats_ok = bool(tars) and all(
+        json.loads(tar.with_name(tar.stem + "_stats.json").read_text())["successes"]
+        == sum("jpg" in g for g in members[tar].values()) for tar in tars)
+    known = set(uids)
+    linked = all(json.loads(g["json"])["uid"] in known for m in members.values() for g in m.values() if "jpg" in g)
+    return {
+        "columns": bool(parquets) and all(list(t.columns) == DATACOMP_COLUMNS for t in tables),
+        "uids_hex": bool(uids) and all(re.fullmatch(r"[0-9a-f]{32}", u) is not None for u in uids),
+        "uids_unique": len(set(uids)) == len(uids),
+        "npz_aligned": aligned,
+        "stats_successes": stats_ok,
+        "samples_linked": linked,
+    }

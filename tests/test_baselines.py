@@ -61,7 +61,8 @@ def write_pool(root: Path, rows: list[dict], n_files: int = 2, npz: bool = True)
         }), f"{stem}.parquet")
         if npz:
             l14 = np.stack([r["emb"] if r["emb"] is not None else unit(rng.normal(size=DIM)) for r in rs])
-            other = lambda d: np.stack([unit(rng.normal(size=d)) for _ in rs]).astype(np.float16)  # noqa: E731
+            def other(d):
+                return np.stack([unit(rng.normal(size=d)) for _ in rs]).astype(np.float16)
             np.savez(f"{stem}.npz", b32_img=other(512), b32_txt=other(512), l14_img=l14.astype(np.float16),
                      l14_txt=other(DIM))
     return meta
@@ -245,7 +246,8 @@ def test_random_is_seeded_and_exact_in_size(pool, tmp_path):
 def _image_pool(tmp_path):
     rng = np.random.default_rng(1)
     a, b = unit(rng.normal(size=DIM)), unit(rng.normal(size=DIM))
-    near = lambda c: unit(c + 0.05 * rng.normal(size=DIM))  # noqa: E731
+    def near(c):
+        return unit(c + 0.05 * rng.normal(size=DIM))
     rows = [
         row(0, EN[0], l14=0.40, emb=near(a)),
         row(1, EN[1], l14=0.30, emb=near(a)),

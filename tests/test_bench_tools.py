@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "experiments"
 
 
 def _bench_module(name: str):
     """A bench script as a module, loaded by path (bench/ is not a package: its scripts import their siblings
-    by plain name, as `python bench/NAME.py` finds them)."""
+    by plain name, as `python bench/experiments/NAME.py` finds them)."""
     import importlib.util
 
     if name not in sys.modules:

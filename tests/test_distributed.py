@@ -118,7 +118,12 @@ def test_drift_report_does_not_depend_on_world_size(runs):
     for k in range(ROUNDS):
         a = json.loads((runs["w1"] / f"round_{k:02d}" / "report.json").read_text())["cluster_drift"]
         b = json.loads((runs["w2"] / f"round_{k:02d}" / "report.json").read_text())["cluster_drift"]
-        assert a["sample"] == b["sample"]
+        assert (a["k"], a["sample"]) == (b["k"], b["sample"])
+        # the embeddings agree to ~1e-7 across world sizes: one sample may at most change its k-means cluster
+        one = 1.0 / a["sample"] + 1e-9
+        for key in ("pool_share", "next_mix_share"):
+            np.testing.assert_allclose(a[key], b[key], atol=one, err_msg=key)
+        assert abs(a["coverage"] - b["coverage"]) <= 2 * one
 
 
 def test_global_batch_does_not_depend_on_world_size():

@@ -405,7 +405,7 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
         pq.write_table(pq.read_table(f).drop_columns(["clip_l14_similarity_score"]), f)
     (root / "truth.parquet").unlink()
     write_wds_classification(tmp_path / "eval" / "fm", 6)
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--pool", str(root), "--eval",
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "experiments" / "run_all.py"), "--pool", str(root), "--eval",
                         str(tmp_path / "eval"), "--out", str(tmp_path / "out"), "--dry-run", "--rounds", "2"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr

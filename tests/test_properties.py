@@ -139,7 +139,7 @@ def _expect_bad_input_only(test: str, case, fn, *args, **kw) -> None:
                 pass
     except BadInputError:
         pass
-    except Exception as e:  # noqa: BLE001 - the property: nothing but BadInputError
+    except Exception as e:  # the property: nothing but BadInputError
         where = traceback.extract_tb(e.__traceback__)[-1]
         _fail(test, case, f"{fn.__module__}.{fn.__name__}: {type(e).__name__}: {e} "
                           f"(raised at {where.filename}:{where.lineno})")

@@ -177,8 +177,10 @@ def test_kill_9_midway_then_rerun_gives_identical_subset(tmp_path):
     code = ("from sfcomp.streaming_select import stream_select; "
             f"stream_select({[str(p) for p in paths]!r}, {str(out)!r}, chunk_rows=256, **{kw!r})")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    spill_dir = lambda: [p for p in out_dir.glob(".tmp-mix.npy.parts.*") if p.is_dir()]  # noqa: E731
-    merge_tmp = lambda: [p for p in out_dir.glob(".tmp-mix.npy.*") if p.is_file()]  # noqa: E731
+    def spill_dir():
+        return [p for p in out_dir.glob(".tmp-mix.npy.parts.*") if p.is_dir()]
+    def merge_tmp():
+        return [p for p in out_dir.glob(".tmp-mix.npy.*") if p.is_file()]
     killed = 0
     for landed in (spill_dir, merge_tmp):
         proc = subprocess.Popen([sys.executable, "-c", code], env=env)

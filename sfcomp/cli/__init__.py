@@ -91,10 +91,10 @@ class LazyGroup(click.Group):
                 raise
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except Exception as e:  # noqa: BLE001 - sorted below: input problems become one line, the rest re-raise
+        except Exception as e:  # sorted below: input problems become one line, the rest re-raise
             try:
                 line = error_line(e)
-            except Exception:  # noqa: BLE001 - never hide the original error behind one of ours
+            except Exception:  # never hide the original error behind one of ours
                 line = None
             if line is None or _debug():
                 raise

@@ -81,6 +81,12 @@ def _loop_options(f):
         click.option("--round0-from", default=None, type=click.Path(file_okay=False, exists=True),
                      help="Reuse round 0's models and scores from another workdir whose settings differ only in "
                           "--score/--top-frac/--random-frac (a mix sweep trains round 0 once)."),
+        click.option("--scale", default=None, help="The pool's scale for the cost accounting: tiny, small, medium, "
+                                                   "large, xlarge (default: from the metadata row count, DataComp's "
+                                                   "pool sizes; tiny below small's 12.8M)."),
+        click.option("--final-samples-seen", default=None, type=int,
+                     help="tiny scale: samples seen of the final training the loop's FLOPs are weighed against "
+                          "(default: eval/configs/scales.json's)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -88,14 +94,15 @@ def _loop_options(f):
 
 
 def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac, round0_frac, train_shards, steps,
-               snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None):
+               snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None, scale=None,
+               final_samples_seen=None):
     from ..loop import Loop, LoopConfig
 
     at_least("--threads", threads, 1)
     at_least("--cache-workers", cache_workers, 1)
     cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
                      round0_frac=round0_frac, train_shards=parse_train_shards(train_shards), steps=steps,
-                     snapshots=parse_snapshots(snapshots))
+                     snapshots=parse_snapshots(snapshots), scale=scale, final_samples_seen=final_samples_seen)
     cfg.check()
     if threads:
         import torch
@@ -112,7 +119,9 @@ def _echo_round(r: dict) -> None:
     summary = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r["report"].items())
     click.echo(f"round {r['round']}: mix {r['mix_size']} -> next mix {r['next_mix']['union']} "
                f"(train {r['train_s']:.0f}s, score {r['score_s']:.0f}s, select {r['select_s']:.1f}s)"
-               + (f"; {summary}" if summary else ""))
+               + (f"; {summary}" if summary else "")
+               + (f"; cost {r['compute']['cost_ratio']:.4g} x the final training ({r['compute']['final_training']['scale']})"
+                  if r.get("compute") else ""))
 
 
 @click.command("round")
@@ -132,15 +141,30 @@ def round_cmd(round_index, **kw) -> None:
 @click.command("run")
 @_loop_options
 @click.option("--rounds", default=DEFAULTS["rounds"], show_default=True, type=int, help="Rounds in total (finished ones are kept).")
-def run_cmd(rounds, **kw) -> None:
+@click.option("--budget", default=None, type=float,
+              help="Stop before a round that would take the run's FLOPs past this multiple of the final training's.")
+def run_cmd(rounds, budget, **kw) -> None:
     """Chain self-filtering rounds; resumes from the last finished round. Leaves WORKDIR/final_scores.npy."""
+    from ..workdir import check_accounting
+
     at_least("--rounds", rounds, 1)
+    check_accounting(None, None, budget)
     loop = _make_loop(**kw)
-    for r in loop.run(rounds):
+    results = loop.run(rounds, budget=budget)
+    for r in results:
         if loop.rank == 0:
             _echo_round(r)
     if loop.rank == 0:
-        click.echo(f"final scores: {loop.workdir / 'final_scores.npy'}")
+        c = results[-1].get("compute") if results else None
+        if c:
+            t, f = c["run_so_far"], c["final_training"]
+            click.echo(f"compute: {t['rounds']} rounds, train {t['train_flops']:.3g} + score {t['score_flops']:.3g} = "
+                       f"{t['total_flops']:.3g} FLOPs = {c['cost_ratio']:.4g} x the final training ({f['scale']}: "
+                       f"{f['model']}, {f['samples_seen']} samples seen, {f['flops']:.3g} FLOPs)")
+        if loop.stop_reason:
+            click.echo(f"budget: {loop.stop_reason}")
+        if (loop.workdir / "final_scores.npy").exists():
+            click.echo(f"final scores: {loop.workdir / 'final_scores.npy'}")
 
 
 @click.command("export-subset")

@@ -11,6 +11,7 @@ import importlib
 from ..errors import BadInputError
 from .base import Items, Source
 from .fashion_mnist import FashionMNIST
+from .folder import FolderSource
 
 SOURCES: dict[str, Source] = {}
 
@@ -23,6 +24,7 @@ def register(source: Source) -> Source:
 
 
 register(FashionMNIST())
+register(FolderSource())
 DEFAULT_SOURCE = FashionMNIST.name
 
 

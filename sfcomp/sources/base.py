@@ -35,13 +35,26 @@ SERVED_SIDES = (64, 96, 128, 160, 224, 256, 320, 400, 512)
 SERVED_SIDE_P = (0.06, 0.10, 0.10, 0.14, 0.16, 0.18, 0.12, 0.08, 0.06)
 
 
+@dataclass(frozen=True)
+class OwnFile:
+    """An item's own image file, served as it is: its bytes, extension (jpg, png or webp) and size in pixels."""
+    data: bytes
+    ext: str
+    width: int
+    height: int
+
+
 @dataclass
 class Items:
     """One split of a source. `images` is an (N,H,W) or (N,H,W,3) uint8 array when all items share a shape,
-    else a 1-D object array of (H,W) / (H,W,3) uint8 arrays; `labels` (N,) int64 or None; `texts` N str or None."""
+    else a 1-D object array of (H,W) / (H,W,3) uint8 arrays; `labels` (N,) int64 or None; `texts` N str or None.
+    `files` (optional): each item's own file (OwnFile), served instead of a web-sized re-encoding of its pixels;
+    `clean` (optional): (N,) bool, whether the source knows the item's text to be right (truth.parquet's clean)."""
     images: np.ndarray
     labels: np.ndarray | None = None
     texts: list[str] | None = None
+    files: list[OwnFile] | None = None
+    clean: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = as_images(self.images)
@@ -57,6 +70,12 @@ class Items:
                 raise SfcompError(f"a source gave {n} images but {len(self.texts)} texts")
         if self.labels is None and self.texts is None:
             raise SfcompError("a source must give a label or a text for each image (it gave neither)")
+        if self.files is not None and len(self.files) != n:
+            raise SfcompError(f"a source gave {n} images but {len(self.files)} files")
+        if self.clean is not None:
+            self.clean = np.asarray(self.clean, bool)
+            if self.clean.shape != (n,):
+                raise SfcompError(f"a source gave {n} images but clean flags of shape {self.clean.shape}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -146,6 +165,12 @@ class Source:
     reference_image_size  side the reference CLIPs see (items fitted and black-padded); None: the preset's
     zeroshot_templates    prompt templates for the classification eval set
     served_sides, served_side_p  the served files' largest side and its probability
+    default_noise         make-pool's --noise when none is given (a user's own data: 0, no injected noise)
+    default_size          make-pool's --size when none is given; None: every pool-split item not held out
+                          for the reference CLIPs (and --size may only lower it)
+    simulate_web          True: the plan adds the web's defects (3% dead links, 1% corrupt files, exact
+                          duplicates at the noise mix's rate); False: none, and duplicates only with --noise > 0
+    needs_files           True: the source is configured from make-pool's --images and --captions (with_files)
     """
     name: str = ""
     classnames: Sequence[str] | None = None
@@ -156,6 +181,30 @@ class Source:
     zeroshot_templates: Sequence[str] = ZEROSHOT_TEMPLATES
     served_sides: Sequence[int] = SERVED_SIDES
     served_side_p: Sequence[float] = SERVED_SIDE_P
+    default_noise: float = 0.5
+    default_size: int | None = 60000
+    simulate_web: bool = True
+    needs_files: bool = False
+
+    def with_files(self, images: str | Path, captions: str | Path) -> Source:
+        """This source reading `images` and `captions` (make-pool's --images, --captions); needs_files sources."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise BadInputError for input the source cannot use, before make-pool creates anything."""
+
+    def describe(self) -> dict:
+        """What identifies this source's input beyond its name (recorded in make_pool.json's args)."""
+        return {}
+
+    def report(self) -> dict:
+        """Counts for make_pool.json (e.g. rows skipped), merged into its summary."""
+        return {}
+
+    def item_rows(self, split: str) -> dict[str, list] | None:
+        """Columns naming each item of `split` in the source's own terms (e.g. its table row and file); make-pool
+        writes them beside each pool uid to POOL/source_rows.parquet. None: no such file."""
+        return None
 
     def load(self, split: str) -> Items:
         """The items of `split` (one of `pool_split`, `eval_split`), in a fixed order."""

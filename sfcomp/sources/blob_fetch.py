@@ -21,7 +21,7 @@ def local_fetch_factory(blob_path: str):
     fh = open(blob_path, "rb")
     mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
 
-    def download_image(row, timeout, user_agent_token, disallowed_header_directives):  # noqa: ARG001
+    def download_image(row, timeout, user_agent_token, disallowed_header_directives):
         key, url = row
         hit = routes.get(url)
         if hit is None:

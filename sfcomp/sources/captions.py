@@ -48,7 +48,8 @@ class CaptionVocab:
 
     def caption(self, label: int, attrs: dict[str, str], rng: np.random.Generator) -> str:
         """One clean, web-like caption for a class with pixel attributes (random template, words and casing)."""
-        pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+        def pick(xs):
+            return xs[int(rng.integers(len(xs)))]
         template = pick(self.templates)
         # every word is drawn whether the template uses it or not: the draws per caption stay fixed
         words = dict(t=pick(self.tone_words[attrs["tone"]]), f=pick(self.fit_words[attrs["fit"]]),
@@ -66,7 +67,8 @@ class CaptionVocab:
 
     def eval_caption(self, label: int, attrs: dict[str, str], rng: np.random.Generator) -> str:
         """A plain descriptive caption (no boilerplate) for the retrieval eval set."""
-        pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+        def pick(xs):
+            return xs[int(rng.integers(len(xs)))]
         return f"a photo of a {pick(self.tone_words[attrs['tone']])} {pick(self.fit_words[attrs['fit']])} " \
                f"{pick(self.surface_words[attrs['surface']])} {self.synonyms[label][0]}"
 

@@ -105,7 +105,8 @@ def random_string_caption(rng: np.random.Generator) -> str:
 
 def junk_caption(kind: str, rng: np.random.Generator) -> str:
     """A caption for an uninformative noise type."""
-    pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
+    def pick(xs):
+        return xs[int(rng.integers(len(xs)))]
     if kind == "filename":
         return filename_caption(rng)
     if kind == "boilerplate":

@@ -37,7 +37,7 @@ class BlobServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
 
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):  # http.server's name
                 if delay_s:
                     time.sleep(delay_s)  # a slow host (tests interrupt a download mid-way)
                 hit = server.routes.get(self.path)

@@ -1,7 +1,7 @@
 """Benchmark: streaming top-fraction export over synthetic per-shard score files (issue 7, item 2).
 
-    .venv/bin/python bench/bench_streaming_select.py --n 128000000 --parts 64 --repeats 2   # DataComp medium
-    .venv/bin/python bench/bench_streaming_select.py --n 12800000 --parts 16 --compare        # + in-memory ratio
+    .venv/bin/python bench/perf/bench_streaming_select.py --n 128000000 --parts 64 --repeats 2   # DataComp medium
+    .venv/bin/python bench/perf/bench_streaming_select.py --n 12800000 --parts 16 --compare        # + in-memory ratio
     options: --random-frac 0.1 (adds the hashed random part), --nocheck, --export (adds input sha256s)
 
 Synthetic scores (float32 ~ N(0.3, 0.05), like CLIP cosine) for random 128-bit uids, split into `--parts`
@@ -28,7 +28,7 @@ import numpy as np
 from sfcomp.scorefile import score_info, write_scores
 from sfcomp.uids import UID_DTYPE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import json, resource, sys, time

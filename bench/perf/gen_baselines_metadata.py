@@ -1,11 +1,11 @@
-"""Synthetic DataComp-small-sized metadata for bench/bench_baselines.py (12.8M rows in 26 parquet files).
+"""Synthetic DataComp-small-sized metadata for bench/perf/bench_baselines.py (12.8M rows in 26 parquet files).
 
 Columns as DataComp's: uid (random 128-bit hex), url, text (alt-text-like captions: English words from timm's
 ImageNet lemma list, ~12% non-English rows, some single words, some newlines), original_width/height (int64,
 log-normal around 500 px), clip_b32/l14_similarity_score (float32, correlated, ~N(0.3, 0.05)), sha256.
 No npz (the benchmarked rules do not read it). Everything is vectorised; one file takes a few seconds.
 
-    python bench/gen_baselines_metadata.py --out bench/out/baselines_small [--rows 12800000] [--files 26]
+    python bench/perf/gen_baselines_metadata.py --out bench/out/baselines_small [--rows 12800000] [--files 26]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Reshard throughput: input samples read per second for a 30% subset (with 5% of it upsampled x2).
 
-    python bench/bench_reshard.py [--n 20000] [--repeats 3]
+    python bench/perf/bench_reshard.py [--n 20000] [--repeats 3]
 
 Prints the median of the repeats (this machine's speed varies 3-10x with load: read medians, not single runs).
 """
@@ -18,7 +18,7 @@ import numpy as np
 from sfcomp import uids as U
 from sfcomp.eval.reshard import reshard
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tests_module(name: str):

@@ -1,6 +1,6 @@
 """How long `sfcomp make-pool` takes, per stage, over HTTP + img2dataset and with --direct; and the noise mix.
 
-    .venv/bin/python bench/bench_make_pool.py --size 60000 --repeats 1 --reuse-reference data/demo/reference
+    .venv/bin/python bench/perf/bench_make_pool.py --size 60000 --repeats 1 --reuse-reference data/demo/reference
 
 Each repeat builds a fresh pool in bench/out/pool_<mode>_<i> (removed afterwards unless --keep). The reference
 CLIP training is the same for both modes (same seed, same held-out split); with --reuse-reference its checkpoints
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--reuse-reference", type=Path, default=None, help="folder with ref-b32.pt / ref-l14.pt")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    root = Path(__file__).resolve().parent / "out"
+    root = Path(__file__).resolve().parents[2] / "bench" / "out"
     root.mkdir(exist_ok=True)
     results = {}
     for mode in args.modes.split(","):

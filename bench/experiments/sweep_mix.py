@@ -1,6 +1,6 @@
 """`make sweep`: the mix (top x random x rounds) and score-type sweep that sets `sfcomp run`'s defaults.
 
-    python bench/sweep_mix.py --pool P1 --pool P2 [--out bench/out/sweep] [--mixes 0.3:0.1,0.5:0.0,...]
+    python bench/experiments/sweep_mix.py --pool P1 --pool P2 [--out bench/out/sweep] [--mixes 0.3:0.1,0.5:0.0,...]
 
 For every pool (each needs truth.parquet) and every (score type, mix): `sfcomp run` for R rounds, all runs of a
 pool sharing one round 0 (`--round0-from`: round 0 trains on the whole pool, so its models and scores do not
@@ -34,7 +34,7 @@ from run_all import sfcomp
 from sfcomp.atomic import atomic_open, write_json
 from sfcomp.scoretypes import SCORE_TYPES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tag_of(score: str, mix: str) -> str:

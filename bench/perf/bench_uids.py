@@ -1,6 +1,6 @@
 """Benchmark: hex -> u8,u8, sort and save for 12.8M random uids (DataComp small), vs the naive per-uid loop.
 
-Usage: python bench/bench_uids.py [--n 12800000] [--repeats 3]
+Usage: python bench/perf/bench_uids.py [--n 12800000] [--repeats 3]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Benchmark: `sfcomp validate-subset` of a 3.8M-uid subset against 12.8M-uid metadata (26 parquet files) and
 1,280 img2dataset shard tables (90% download success). Wall time and peak memory, in a fresh process each repeat.
 
-Usage: python bench/bench_validate.py [--n 12800000] [--subset 3800000] [--repeats 3] [--dir bench/out/validate]
+Usage: python bench/perf/bench_validate.py [--n 12800000] [--subset 3800000] [--repeats 3] [--dir bench/out/validate]
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=12_800_000)
     ap.add_argument("--subset", type=int, default=3_800_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dir", default=os.path.join(os.path.dirname(__file__), "out", "validate"))
+    ap.add_argument("--dir", default=os.path.join(os.path.dirname(__file__), "..", "out", "validate"))
     args = ap.parse_args()
     arr = make_pool(args.dir, args.n)
     rng = np.random.default_rng(1)

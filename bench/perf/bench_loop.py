@@ -7,8 +7,8 @@
   table:  per-round precision of clean samples in the top 30% for every score field, and the round's wall
           time split, read from finished workdirs (made by `sfcomp run`).
 
-    python bench/bench_loop.py speed --pool data/demo --threads 1
-    python bench/bench_loop.py table work/demo [work/demo-cosine ...]
+    python bench/perf/bench_loop.py speed --pool data/demo --threads 1
+    python bench/perf/bench_loop.py table work/demo [work/demo-cosine ...]
 """
 from __future__ import annotations
 

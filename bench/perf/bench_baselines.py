@@ -1,7 +1,7 @@
 """Benchmark `sfcomp baseline` on DataComp-small-sized metadata against a naive pandas version.
 
-    python bench/gen_baselines_metadata.py --out bench/out/baselines_small      # once: 12.8M rows, 26 files
-    python bench/bench_baselines.py --pool bench/out/baselines_small [--repeats 3] [--basic-repeats 1]
+    python bench/perf/gen_baselines_metadata.py --out bench/out/baselines_small      # once: 12.8M rows, 26 files
+    python bench/perf/bench_baselines.py --pool bench/out/baselines_small [--repeats 3] [--basic-repeats 1]
 
 Each run is a fresh process (`sfcomp baseline ...` / this file's `--naive ...`), timed by wall clock; peak memory
 is the largest sum of RSS over the process and all its children, sampled every 20 ms from /proc. The naive
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 
 

@@ -1,6 +1,6 @@
 """Every DataComp baseline on the demo pool: subset size and clean precision from truth.parquet.
 
-    python bench/demo_baselines.py [--pool data/demo] [--out work/demo/baselines] [--num-workers 2]
+    python bench/experiments/demo_baselines.py [--pool data/demo] [--out work/demo/baselines] [--num-workers 2]
 
 The image-based baselines need target embeddings: DataComp uses ImageNet-1k train images through OpenAI's
 L/14; on the demo pool the held-out clean split (the Fashion-MNIST train images that trained the pool's
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def heldout_targets(pool: Path, out: Path) -> Path:
@@ -90,7 +90,7 @@ def main() -> None:
         try:
             side = run_baseline(BaselineArgs(name=name, metadata_dir=meta, save_path=str(path),
                                              num_workers=args.num_workers, **kw), log=lambda m: None)
-        except Exception as e:  # noqa: BLE001 - report and go on with the other baselines
+        except Exception as e:  # report and go on with the other baselines
             rows.append((tag, f"failed: {e}", "", "", ""))
             continue
         sub = np.load(path)

@@ -1,6 +1,6 @@
 """How well a demo pool's reference-CLIP scores separate clean from noisy samples, and its measured noise mix.
 
-    .venv/bin/python bench/pool_quality.py data/demo
+    .venv/bin/python bench/experiments/pool_quality.py data/demo
 
 Prints JSON: per score column the AUROC (clean vs noisy), the clean share of the top 30% (DataComp's
 CLIP-score fraction), the mean score per noise type; the reference models' zero-shot top-1 on the eval set; and

@@ -1,6 +1,6 @@
 """`make bench`: self-filtering against DataComp's baselines and the oracle, at equal samples seen.
 
-    python bench/run_all.py --pool POOL --eval EVAL [--out bench/out/bench] [--seeds 0,1,2] [--jobs 2] [--dry-run]
+    python bench/experiments/run_all.py --pool POOL --eval EVAL [--out bench/out/bench] [--seeds 0,1,2] [--jobs 2] [--dry-run]
 
 Arms (each a subset of POOL, trained with `sfcomp train-eval` at the same scale and samples seen, one run per
 seed; a method whose input the pool lacks is skipped with a note, checked up front; any other failure is
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from sfcomp.atomic import write_json
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def sfcomp(*args: str, log) -> subprocess.CompletedProcess:
@@ -107,7 +107,7 @@ class Scheduler:
                 return
             try:
                 fn(*args)
-            except BaseException as e:  # noqa: BLE001 - reported by wait()
+            except BaseException as e:  # reported by wait()
                 with self.cv:
                     self.errors.append(e)
             with self.cv:
