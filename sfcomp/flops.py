@@ -11,7 +11,9 @@ and the optimiser step are not counted (the usual convention: they are a few per
   12 B^2 D FLOPs for embeddings of width D) are therefore counted exactly at the batch the step uses: 12 B D
   per sample, which is why the count is keyed by batch size (0.06 % of ViT-B-32's step at B = 4096).
 - scoring FLOPs per sample: the forward of both towers as scoring runs it (eval mode, inference mode), counted
-  at batch 2 and halved (every op is linear in the batch).
+  at batch 2 and halved (every op is linear in the batch). --stop heldout's evaluations embed their samples the
+  same way: eval FLOPs = scoring FLOPs per sample x samples evaluated (the loss on the embeddings, B x B dot
+  products per batch, is left out as for scoring).
 Gradient checkpointing (DataComp's trainer uses it) recomputes forwards; model FLOPs leave that out.
 
 Counts are cached in memory per (model shape, batch), never on import; torch is imported only inside functions.
@@ -119,15 +121,24 @@ def final_training(reference: dict) -> dict:
     return {**reference, "train_flops_per_sample": per_sample, "flops": per_sample * reference["samples_seen"]}
 
 
-def round_compute(preset: dict, steps: int, batches: list[int], pool_size: int, score_passes: int) -> dict:
-    """A round's compute: one model per entry of `batches` (its training batch), each trained `steps` steps;
-    `score_passes` embeddings of the whole pool of `pool_size` (one per model, plus snapshots)."""
+def round_compute(preset: dict, steps: int | list[int], batches: list[int], pool_size: int, score_passes: int,
+                  samples_evaluated: int | None = None) -> dict:
+    """A round's compute: one model per entry of `batches` (its training batch), each trained `steps` steps (or
+    `steps[i]`, the steps model i actually took); `score_passes` embeddings of the whole pool of `pool_size` (one
+    per model, plus snapshots). `samples_evaluated` (--stop heldout): samples embedded by the held-out
+    evaluations, all models and evaluations together, counted at the scoring FLOPs per sample (`eval_flops`)."""
+    per_model = [int(s) for s in steps] if isinstance(steps, list) else [steps] * len(batches)
     per_sample = {str(b): train_flops_per_sample(preset, b) for b in sorted(set(batches))}
-    train = sum(train_flops(preset, steps, b) for b in batches)
+    train = sum(train_flops(preset, s, b) for s, b in zip(per_model, batches))
     score_per = score_flops_per_sample(preset)
     scored = pool_size * score_passes
-    return {"steps_per_model": [steps] * len(batches), "batch_per_model": list(batches),
-            "samples_trained": int(sum(steps * b for b in batches)), "samples_scored": int(scored),
-            "train_flops_per_sample": per_sample, "score_flops_per_sample": score_per,
-            "train_flops": float(train), "score_flops": float(scored * score_per),
-            "total_flops": float(train + scored * score_per)}
+    out = {"steps_per_model": per_model, "batch_per_model": list(batches),
+           "samples_trained": int(sum(s * b for s, b in zip(per_model, batches))), "samples_scored": int(scored),
+           "train_flops_per_sample": per_sample, "score_flops_per_sample": score_per,
+           "train_flops": float(train), "score_flops": float(scored * score_per),
+           "total_flops": float(train + scored * score_per)}
+    if samples_evaluated is not None:
+        evaluated = float(samples_evaluated * score_per)
+        out.update(samples_evaluated=int(samples_evaluated), eval_flops=evaluated,
+                   total_flops=float(train + scored * score_per + evaluated))
+    return out

@@ -5,7 +5,10 @@ A round k, top to bottom (`Loop.run_round`):
                   -> round_k/mix.npy
     2. train      `folds` models (one per fold, each on the mix minus its fold: `sfcomp.crossfit`; one model on
                   the whole mix when folds == 1) -> model_f{f}.pt, so a killed round resumes after it (an
-                  unreadable one is retrained: same seeds, same model)
+                  unreadable one is retrained: same seeds, same model). `--stop heldout`: the steps are a cap;
+                  each model is evaluated on its held-out fold and stops when that loss stops improving
+                  (`HeldOutStopping`) -> stop_f{f}.json (steps, cap, reason, loss curve), written before
+                  model_f{f}.pt
     3. score      every model embeds every pool sample: one cosine per (sample, model), plus snapshots taken
                   during training; each registered score type (`sfcomp.scoretypes`) turns them into a column
                   -> scores.npy (+.json) (sfcomp.scorefile format; streamed presets leave out samples no model
@@ -37,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from . import uids as U
-from .atomic import atomic_open
+from .atomic import atomic_open, write_json
 from .crossfit import derive_seed, fold_membership, fold_of
 from .defaults import LOOP_DEFAULTS as DEFAULTS
 from .distributed import all_gather, barrier, check_device, default_device, maybe_init_distributed
@@ -46,8 +49,8 @@ from .guard import check_loop_dirs
 from .pool import Pool, pool_fingerprint
 from .score import cosine_scores
 from .scoretypes import ModelCosines, available, compute_fields
-from .workdir import (ROUND0_FREE, Workdir, check_accounting, check_round0_frac, check_round_index,
-                      check_train_shards, final_reference, resolve_pool)
+from .workdir import (ROUND0_FREE, Workdir, check_accounting, check_round0_frac, check_round_index, check_stop,
+                      check_train_shards, eval_every, final_reference, resolve_pool, stop_rule)
 
 # settings that change only the cost accounting (which final training a run is weighed against), not a file the
 # loop makes: outside the fingerprint, so a finished workdir can be re-weighed against another scale
@@ -69,14 +72,18 @@ class LoopConfig:
     kmeans_k: int = 10               # clusters for the composition-drift report
     scale: str | None = None         # the pool's DataComp scale (None: inferred from its metadata rows)
     final_samples_seen: int | None = None  # the tiny scale's final training (None: eval/configs/scales.json)
+    stop: str = "fixed"              # "heldout": steps are a cap, early stopping on each model's held-out fold
 
     def fields(self) -> list[str]:
         """The score file's fields: every registered score type available with these folds and snapshots."""
         return available(self.folds, self.snapshots)
 
     def loop_settings(self) -> dict:
-        """The settings config.json records and the fingerprint covers (the preset goes by content)."""
-        return {k: v for k, v in asdict(self).items() if k != "preset" and k not in ACCOUNTING}
+        """The settings config.json records and the fingerprint covers (the preset goes by content). `stop` only
+        when it is not `fixed`: a fixed-steps workdir's config.json and fingerprint stay those made before
+        --stop existed."""
+        return {k: v for k, v in asdict(self).items() if k != "preset" and k not in ACCOUNTING
+                and not (k == "stop" and v == "fixed")}
 
     def check(self) -> None:
         """Every setting checked before anything is written (pure: no torch, no file)."""
@@ -84,6 +91,7 @@ class LoopConfig:
             raise BadInputError(None, f"--folds must be >= 1, got {self.folds}")
         if self.steps is not None and self.steps < 1:
             raise BadInputError(None, f"--steps must be >= 1, got {self.steps}")
+        check_stop(self.stop, self.folds, self.snapshots)  # before --score: folds 1 offers no crossfit either
         if self.score not in self.fields():
             raise BadInputError(None, f"score {self.score!r} is not computed with folds={self.folds} and "
                                       f"snapshots={self.snapshots} (available: {', '.join(self.fields())})")
@@ -114,6 +122,7 @@ class Loop:
         check_loop_dirs(self.pool.root, self.workdir, cache_dir)  # input protection (sfcomp.guard)
         self.config = config
         self.preset = load_preset(config.preset)
+        self.stop_rule = stop_rule(self.preset) if config.stop == "heldout" else None
         self.progress = progress
         if cache_workers < 1:
             raise BadInputError(None, f"--cache-workers must be >= 1, got {cache_workers}")
@@ -129,7 +138,7 @@ class Loop:
         self.reference = final_reference(config.scale, n_rows, config.final_samples_seen)
         self._final: dict | None = None  # the final training's FLOPs, counted when first needed
         self.stop_reason: str | None = None  # why `run` stopped early (--budget), for the summary
-        config_json = self.wd.check_config(self.pool.root, self.pool_fingerprint, self.preset, config.loop_settings())
+        config_json = self.wd.check_config(self.pool.root, self.pool_fingerprint, self.preset, self.loop_settings())
         self.fingerprint = self.wd.fingerprint
         self.data = self._open_data(cache_dir, cache_workers)
         # truth.parquet, when it covers every sample of the pool (the report's precision figures)
@@ -155,6 +164,15 @@ class Loop:
 
         return StreamedPoolData(self.pool, self.preset)
 
+    def loop_settings(self) -> dict:
+        """The config's loop settings, plus --stop heldout's rule as resolved (preset keys or the code's defaults,
+        which a later version may change: the fingerprint must not)."""
+        settings = self.config.loop_settings()
+        if self.stop_rule is not None:
+            settings["stop_rule"] = {**self.stop_rule, "stop_eval_every": self.stop_rule["stop_eval_every"]
+                                     or "max(5, cap // 20)"}
+        return settings
+
     def round_dir(self, k: int) -> Path:
         return self.wd.round_dir(k)
 
@@ -164,7 +182,7 @@ class Loop:
     def adopt_round0(self, source: str | os.PathLike) -> bool:
         """Take round 0's models and scores from another workdir (`sfcomp.workdir.Workdir.adopt_round0`): saves
         a round's training and scoring per point of a mix / score-type sweep."""
-        adopted = self.wd.adopt_round0(source, self.pool_fingerprint, self.preset, self.config.loop_settings(),
+        adopted = self.wd.adopt_round0(source, self.pool_fingerprint, self.preset, self.loop_settings(),
                                        self.config.score)
         if adopted:
             barrier()
@@ -218,11 +236,15 @@ class Loop:
     def _snapshot_steps(self, steps: int) -> list[int]:
         return sorted({max(1, min(steps, round(s * steps))) for s in self.config.snapshots} - {steps})
 
-    def _compute(self, steps: int, batches: list[int]) -> dict:
+    def _compute(self, steps: int, batches: list[int], stops: list[dict] | None = None) -> dict:
         """One round's FLOPs: every model's training, and every embedding of the whole pool (one per model, one
-        per snapshot)."""
+        per snapshot). With --stop heldout's `stops` (one per model), the steps each model took and its held-out
+        evaluations."""
         from .flops import round_compute
 
+        if stops is not None:
+            return round_compute(self.preset, [s["steps"] for s in stops], batches, len(self.data.uids),
+                                 len(batches), samples_evaluated=sum(s["samples_evaluated"] for s in stops))
         passes = len(batches) * (1 + len(self._snapshot_steps(steps)))
         return round_compute(self.preset, steps, batches, len(self.data.uids), passes)
 
@@ -236,7 +258,13 @@ class Loop:
         from .train import steps_for
 
         steps = cfg.steps if cfg.steps is not None else steps_for(self.preset, per_model)
-        return self._compute(steps, [min(self.preset["batch_size"], max(1, per_model))] * max(1, cfg.folds))
+        batches = [min(self.preset["batch_size"], max(1, per_model))] * max(1, cfg.folds)
+        if self.stop_rule is not None:  # at most: every model runs to its cap
+            held_out = max(1, n0 - per_model)
+            evals = steps // eval_every(self.stop_rule, steps) + 1
+            return self._compute(steps, batches, [{"steps": steps, "samples_evaluated": evals * min(
+                held_out, self.stop_rule["stop_eval_samples"])}] * len(batches))
+        return self._compute(steps, batches)
 
     def _accounting(self, k: int, compute: dict) -> dict:
         """The round's compute with the run's totals so far (rounds 0..k) and the cost ratio to the final
@@ -247,6 +275,8 @@ class Loop:
 
         totals = {key: 0 for key in ("samples_trained", "samples_scored", "train_flops", "score_flops",
                                      "total_flops")}
+        if "eval_flops" in compute:  # --stop heldout (a round without evaluations adds 0)
+            totals.update(samples_evaluated=0, eval_flops=0)
         uncounted = []
         for j in range(k):
             prev = (self.wd.finished(j) or {}).get("compute")
@@ -254,7 +284,7 @@ class Loop:
                 uncounted.append(j)
                 continue
             for key in totals:
-                totals[key] += prev[key]
+                totals[key] += prev.get(key, 0)
         for key in totals:
             totals[key] += compute[key]
         final = self.final_training()
@@ -293,6 +323,8 @@ class Loop:
                 img_emb_sample = (z["rows"], z["emb"])
             counts = {"steps_per_model": None, "models": max(1, cfg.folds), "trained": 0, "scored": 0,
                       "resumed_after_scoring": True}
+            if self.stop_rule is not None:  # written before each checkpoint, so there when the scores are
+                counts["stopping"] = [self._read_stop(k, f) for f in range(max(1, cfg.folds))]
         else:
             # 2.-3. train the models, score the pool
             img_emb_sample, counts = self._train_and_score(k, mix_rows, plan, timings)
@@ -304,8 +336,9 @@ class Loop:
         result: dict = {}
         if self.rank == 0:
             # 4.-5. select the next mix, report
-            compute = self._accounting(k, self._compute(plan[1], plan[2]))
-            result = self._select_and_report(k, scores_path, mix_rows, img_emb_sample, timings, compute)
+            compute = self._accounting(k, self._compute(plan[1], plan[2], counts.get("stopping")))
+            result = self._select_and_report(k, scores_path, mix_rows, img_emb_sample, timings, compute,
+                                             counts.get("stopping"))
             result.update({"round": k, "fingerprint": self.fingerprint, "world_size": self.world,
                            **{c: v for c, v in counts.items() if c not in ("trained", "scored")},
                            "train_samples_per_s": counts["trained"] / timings["train_s"] if timings["train_s"] else None,
@@ -362,10 +395,14 @@ class Loop:
         img_emb_sample = None
         trained_samples = 0
         scored_samples = 0
+        stops: list[dict] = []
         for f in range(n_models):
             train_rows = mix_rows[fold_of_mix != f] if folds >= 2 else mix_rows
-            model, trained = self._trained_model(k, f, train_rows, score_rows, steps, snaps, timings)
+            held_out = mix_rows[fold_of_mix == f] if self.stop_rule is not None else None
+            model, trained, stop = self._trained_model(k, f, train_rows, score_rows, steps, snaps, timings, held_out)
             trained_samples += trained
+            if stop is not None:
+                stops.append(stop)
             t0 = time.time()
             img, txt = self.data.embed(model, score_rows, preset, self.device, progress=self.progress)
             timings["score_s"] += time.time() - t0
@@ -395,13 +432,17 @@ class Loop:
         t0 = time.time()
         self._write_scores(k, score_rows, fields, img_emb_sample)
         timings["score_s"] += time.time() - t0
-        return img_emb_sample, {"steps_per_model": steps, "models": n_models, "trained": trained_samples,
-                                "scored": scored_samples}
+        counts = {"steps_per_model": steps, "models": n_models, "trained": trained_samples, "scored": scored_samples}
+        if self.stop_rule is not None:
+            counts.update(steps_per_model=[s["steps"] for s in stops], stopping=stops)
+        return img_emb_sample, counts
 
     def _trained_model(self, k: int, f: int, train_rows: np.ndarray, score_rows: np.ndarray, steps: int,
-                       snaps: list[list[np.ndarray]], timings: dict) -> tuple:
+                       snaps: list[list[np.ndarray]], timings: dict, held_out: np.ndarray | None = None) -> tuple:
         """Fold f's model: its checkpoint when a killed run left a readable one, else trained (and saved), with
-        the fold's snapshots in snaps[f]. Returns (model, samples trained on)."""
+        the fold's snapshots in snaps[f]. With --stop heldout (`held_out`: the mix rows of fold f, which this
+        model does not train on), `steps` is a cap and training stops early on the held-out loss
+        (`HeldOutStopping`). Returns (model, samples trained on, the stop record or None)."""
         import torch
 
         from .model import create_model
@@ -409,12 +450,13 @@ class Loop:
         cfg, preset = self.config, self.preset
         model, _ = create_model(preset, seed=derive_seed(cfg.seed, "model", k, f))
         ckpt, snap_path = self.wd.checkpoint(k, f), self.wd.snapshot_file(k, f)
-        if ckpt.exists() and (not cfg.snapshots or snap_path.exists()):
+        stop_path = self.wd.stop_file(k, f)
+        if ckpt.exists() and (not cfg.snapshots or snap_path.exists()) and (held_out is None or stop_path.exists()):
             try:
                 model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
                 if cfg.snapshots:
                     snaps[f] = list(np.load(snap_path))
-                return model, 0
+                return model, 0, self._read_stop(k, f) if held_out is not None else None
             except Exception as e:  # truncated/corrupt: retrain the fold (same seeds, same model)
                 print(f"warning: {ckpt}: unreadable checkpoint ({type(e).__name__}); retraining fold {f}",
                       file=sys.stderr)
@@ -430,19 +472,36 @@ class Loop:
                     snaps[f].append(cosine_scores(a, b))
                     m.train()
                     timings["snapshot_s"] = timings.get("snapshot_s", 0.0) + time.time() - t0
-        t0, snap0 = time.time(), timings.get("snapshot_s", 0.0)
+        stopping = None
+        if held_out is not None:
+            stopping = HeldOutStopping(self, held_out, steps, derive_seed(cfg.seed, "stop", k, f), timings)
+            on_step = stopping
+        t0, snap0, eval0 = time.time(), timings.get("snapshot_s", 0.0), timings.get("heldout_eval_s", 0.0)
         n_models = max(1, cfg.folds)
         self.data.train(model, train_rows, preset, steps, seed=derive_seed(cfg.seed, "batches", k, f),
                         device=self.device, progress=self.progress, on_step=on_step,
                         desc=f"round {k} train {f + 1}/{n_models}")
-        timings["train_s"] += time.time() - t0 - (timings.get("snapshot_s", 0.0) - snap0)
+        timings["train_s"] += time.time() - t0 - (timings.get("snapshot_s", 0.0) - snap0) - \
+            (timings.get("heldout_eval_s", 0.0) - eval0)
         if cfg.snapshots:
             with atomic_open(snap_path, "wb") as fh:
                 np.save(fh, np.stack(snaps[f]) if snaps[f] else np.zeros((0, len(score_rows)), np.float32))
+        record, taken = None, steps
+        if stopping is not None:
+            record = stopping.finish(model, f)
+            taken = record["steps"]
         if self.rank == 0:
+            if record is not None:  # before the checkpoint: a checkpoint without it is retrained
+                write_json(stop_path, record)
             with atomic_open(ckpt, "wb") as fh:
                 torch.save({k2: v.cpu() for k2, v in model.state_dict().items()}, fh)
-        return model, steps * min(preset["batch_size"], len(train_rows))
+        return model, taken * min(preset["batch_size"], len(train_rows)), record
+
+    def _read_stop(self, k: int, f: int) -> dict:
+        from .workdir import read_json_object
+
+        return read_json_object(self.wd.stop_file(k, f), "early-stopping record", "delete the round folder's "
+                                "model_f*.pt to retrain")
 
     def _write_scores(self, k: int, score_rows: np.ndarray, fields: dict[str, np.ndarray],
                       img_emb_sample: tuple) -> None:
@@ -467,7 +526,8 @@ class Loop:
             merge_score_files([rdir / f"scores.rank{r}.npy" for r in range(self.world)], self.wd.scores_path(k),
                               meta=meta)
 
-    def _select_and_report(self, k, scores_path, mix_rows, img_emb_sample, timings, compute: dict) -> dict:
+    def _select_and_report(self, k, scores_path, mix_rows, img_emb_sample, timings, compute: dict,
+                           stopping: list[dict] | None = None) -> dict:
         from .export import export_subset
         from .report import write_round_report
 
@@ -490,10 +550,12 @@ class Loop:
             img_emb_sample=(self.data.uids[img_emb_sample[0]], img_emb_sample[1]) if img_emb_sample else None,
             truth=self.truth.aligned(uids) if self.truth is not None else None, top_frac=cfg.top_frac,
             kmeans_k=cfg.kmeans_k, seed=derive_seed(cfg.seed, "kmeans", k), errors=self.data.errors,
-            timings=timings, compute=compute)
-        self.wd.publish_final(scores_path, extra={"compute": {
-            "run": compute["run_so_far"], "final_training": compute["final_training"],
-            "cost_ratio": compute["cost_ratio"], "counted_by": compute["counted_by"]}})
+            timings=timings, compute=compute, stopping=stopping)
+        extra = {"compute": {"run": compute["run_so_far"], "final_training": compute["final_training"],
+                             "cost_ratio": compute["cost_ratio"], "counted_by": compute["counted_by"]}}
+        if stopping is not None:
+            extra["stopping"] = {"round": k, "models": [_stop_summary(s) for s in stopping]}
+        self.wd.publish_final(scores_path, extra=extra)
         timings["report_s"] = time.time() - t0
         return {"mix_size": int(len(mix_rows)), "next_mix": info, "report": report.get("summary", {})}
 
@@ -501,3 +563,93 @@ class Loop:
 def _round_total(done: dict) -> float:
     """A finished round's total FLOPs from its done.json (0 for a round finished before FLOPs were counted)."""
     return float((done.get("compute") or {}).get("total_flops", 0.0))
+
+
+def _stop_summary(record: dict) -> dict:
+    """A model's stop record without its loss curve (for final_scores.npy.json)."""
+    return {k: v for k, v in record.items() if k != "heldout_loss"}
+
+
+class HeldOutStopping:
+    """--stop heldout for one fold model: an `on_step` callback of `sfcomp.train.train_loop`.
+
+    Every `eval_every` steps (and at the cap) the model's contrastive loss is computed, in eval mode without
+    gradients, on a fixed seeded sample of its held-out fold (at most `stop_eval_samples` rows) cut into fixed
+    batches of the preset's batch size (a batch's loss depends on its size and members: the same batches every
+    evaluation; rows beyond whole batches are left out). Training stops when `stop_patience` evaluations in a row
+    have not improved on the best by more than `stop_min_delta` (`sfcomp.train.should_stop`); `finish` restores
+    the weights of the best evaluation (the point the held-out loss says the model generalised best; the
+    evaluations after it are the ones that did not improve).
+
+    Under torchrun every rank holds the same weights (DDP) and the same batches; batch i is embedded by rank
+    i % world, the per-batch losses are all-gathered and every rank takes the same mean in the same order, so
+    all ranks take the same decision at the same step (one collective per evaluation, every rank calls it).
+    """
+
+    def __init__(self, loop: Loop, held_out: np.ndarray, cap: int, seed: int, timings: dict):
+        rule = loop.stop_rule
+        self.loop, self.cap, self.timings = loop, cap, timings
+        self.every = eval_every(rule, cap)
+        self.patience, self.min_delta = int(rule["stop_patience"]), float(rule["stop_min_delta"])
+        n = min(len(held_out), int(rule["stop_eval_samples"]))
+        b = min(loop.preset["batch_size"], n)
+        nb = n // b if b >= 2 else 0  # a batch of one has no negatives: its loss is 0
+        pick = np.random.default_rng(seed).permutation(len(held_out))[: nb * b]
+        self.batches = np.asarray(held_out)[pick].reshape(nb, b if nb else 0)
+        self.curve: list[list] = []
+        self.best_state: dict | None = None
+        self.last_step = 0
+
+    def loss(self, model) -> float:
+        """Mean per-batch held-out ClipLoss (identical on every rank)."""
+        from .distributed import all_gather
+        from .train import clip_loss_of_embeddings
+
+        loop = self.loop
+        mine = self.batches[loop.rank::loop.world]
+        losses: list[float] = []
+        if mine.size:
+            rows = np.unique(mine)
+            img, txt = loop.data.embed(model, rows, loop.preset, loop.device, progress=False)
+            scale = float(model.logit_scale.detach().exp().item())
+            pos = np.searchsorted(rows, mine)
+            losses = [clip_loss_of_embeddings(img[p], txt[p], scale) for p in pos]
+        model.train()
+        if loop.world > 1:
+            parts = all_gather(losses)
+            losses = [parts[i % loop.world][i // loop.world] for i in range(len(self.batches))]
+        return float(sum(losses) / len(losses))
+
+    def __call__(self, step: int, model) -> bool:
+        self.last_step = step
+        if not len(self.batches) or (step % self.every and step != self.cap):
+            return False
+        from .train import best_evaluation, should_stop
+
+        t0 = time.time()
+        self.curve.append([step, self.loss(model)])
+        losses = [loss for _, loss in self.curve]
+        if best_evaluation(losses, self.min_delta) == len(losses) - 1:
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.timings["heldout_eval_s"] = self.timings.get("heldout_eval_s", 0.0) + time.time() - t0
+        return step < self.cap and should_stop(losses, self.patience, self.min_delta)
+
+    def finish(self, model, fold: int) -> dict:
+        """Restore the best evaluation's weights; the model's stop record (stop_f{f}.json, done.json, report)."""
+        from .train import best_evaluation
+
+        losses = [loss for _, loss in self.curve]
+        best = best_evaluation(losses, self.min_delta) if losses else None
+        if best is not None and self.best_state is not None and best != len(losses) - 1:
+            model.load_state_dict(self.best_state)
+        self.best_state = None
+        taken = self.last_step
+        n_batches, b = self.batches.shape
+        return {"fold": fold, "cap": self.cap, "steps": taken,
+                "stop_reason": "cap" if taken >= self.cap else f"no improvement for {self.patience} evaluations",
+                "eval_every": self.every, "patience": self.patience, "min_delta": self.min_delta,
+                "eval_samples": int(n_batches * b), "eval_batch_size": int(b),
+                "samples_evaluated": int(len(self.curve) * n_batches * b),
+                "kept": "best evaluation" if best is not None else "last step (held-out fold too small to evaluate)",
+                "best_step": self.curve[best][0] if best is not None else taken,
+                "heldout_loss": self.curve}

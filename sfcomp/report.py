@@ -7,7 +7,8 @@
   next mix still holds;
 - compute: the round's steps per model, samples trained and scored, train / score / total FLOPs, the run's totals
   so far and their ratio to the final training (`cost_ratio`, with the scale and samples seen it is weighed
-  against);
+  against); with --stop heldout, per model the steps taken, the cap, why training stopped and the held-out loss
+  curve (`stopping`), and the evaluations' FLOPs (`eval_flops`) in the compute;
 - composition drift: k-means clusters of the round model's own image embeddings (fitted on a sample of the
   pool); each cluster's share of the next mix vs of the pool, and (with truth) each class's share. The
   coverage figure is sum_c min(share_mix_c, share_pool_c) = 1 - total variation distance: 1.0 means the mix
@@ -78,11 +79,13 @@ def write_round_report(rdir: Path, k: int, uids: np.ndarray, fields: dict[str, n
                        mix_uids: np.ndarray, next_mix: np.ndarray,
                        img_emb_sample: tuple[np.ndarray, np.ndarray] | None, truth: dict | None,
                        top_frac: float, kmeans_k: int, seed: int, errors: dict, timings: dict,
-                       compute: dict | None = None) -> dict:
+                       compute: dict | None = None, stopping: list[dict] | None = None) -> dict:
     """Compute the round's figures, write report.json and report.png in `rdir`; return the report dict.
 
     `uids` are the score file's (sorted) uids; `truth`, when given, is row-aligned with them. `compute`: the
     round's FLOPs, the run's so far and the cost ratio to the final training (`sfcomp.loop.Loop._accounting`).
+    `stopping` (--stop heldout): per model, the steps taken, the cap, why training stopped and the held-out loss
+    curve (`sfcomp.loop.HeldOutStopping`).
     """
     n = len(uids)
     in_next = U.isin_sorted(uids, next_mix)
@@ -96,6 +99,8 @@ def write_round_report(rdir: Path, k: int, uids: np.ndarray, fields: dict[str, n
     }
     if compute is not None:
         rep["compute"] = compute
+    if stopping is not None:
+        rep["stopping"] = stopping
     for name, s in fields.items():
         h, edges = np.histogram(s, bins=50)
         rep["score_hist"][name] = {"counts": h.tolist(), "edges": edges.tolist()}

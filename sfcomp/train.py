@@ -123,8 +123,9 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
                on_step: Callable[[int, object], None] | None = None, desc: str = "train"):
     """Core loop over `batches` of (images_u8 (b,H,W,3), tokens (b,ctx)) for `steps` optimiser steps.
 
-    `on_step(step, model)` is called after each step (e.g. to take score snapshots during training).
-    Returns the (unwrapped) model, in eval mode.
+    `on_step(step, model)` is called after each step (e.g. to take score snapshots during training); when it
+    returns True, training stops there (early stopping: `steps` is then a cap). Under torchrun every rank must
+    return the same answer at the same step. Returns the (unwrapped) model, in eval mode.
     """
     import torch
     from open_clip import ClipLoss
@@ -145,7 +146,7 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
     opt = make_optimizer(model, preset)
     use_amp = preset.get("precision") == "amp_bf16" and torch.device(device).type == "cuda"
     bar = tqdm(total=steps, desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
-    step = 0
+    step, stop = 0, False
     for images, tokens in batches:
         if step >= steps:
             break
@@ -167,13 +168,14 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         step += 1
-        if on_step is not None:
-            on_step(step, model)
+        stop = bool(on_step(step, model)) if on_step is not None else False
         if step % 10 == 0 or step == steps:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
         bar.update(1)
+        if stop:
+            break
     bar.close()
-    if step < steps:
+    if step < steps and not stop:
         raise RuntimeError(f"training data ran out after {step} of {steps} steps")
     model.eval()
     return model
@@ -196,3 +198,32 @@ def train_on_arrays(model, images_u8: np.ndarray, tokens: np.ndarray, preset: di
             yield images_u8[idx], tokens[idx]
 
     return train_loop(model, batches(), preset, steps, device, progress, on_step, desc)
+
+
+# ------------------------------------------------------------------------------------------ early stopping
+def best_evaluation(losses: list[float], min_delta: float) -> int:
+    """Index of the evaluation whose weights early stopping keeps: the last one that improved on the best loss
+    before it by more than `min_delta` (the first evaluation counts as an improvement)."""
+    best_i, best = 0, None
+    for i, loss in enumerate(losses):
+        if best is None or loss < best - min_delta:
+            best_i, best = i, loss
+    return best_i
+
+
+def should_stop(losses: list[float], patience: int, min_delta: float) -> bool:
+    """Stop once the last `patience` evaluations have not improved on the best by more than `min_delta`."""
+    return bool(losses) and len(losses) - 1 - best_evaluation(losses, min_delta) >= patience
+
+
+def clip_loss_of_embeddings(img: np.ndarray, txt: np.ndarray, logit_scale: float) -> float:
+    """open_clip's ClipLoss of one batch from its L2-normalised embeddings (rows paired) and the model's
+    exp(logit_scale): the mean of image->text and text->image cross-entropy, in float64."""
+    logits = logit_scale * np.asarray(img, np.float64) @ np.asarray(txt, np.float64).T
+
+    def ce(z: np.ndarray) -> float:
+        m = z.max(1, keepdims=True)
+        lse = (m[:, 0] + np.log(np.exp(z - m).sum(1)))
+        return float((lse - np.diag(z)).mean())
+
+    return (ce(logits) + ce(logits.T)) / 2

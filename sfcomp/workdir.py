@@ -1,12 +1,13 @@
 """A loop workdir's state, without torch: its configuration and fingerprint, the round folders and their
 completion markers, temp files a killed run left, adopting another workdir's round 0, and the settings checked
-before any of it is touched (pool names, --train-shards, --round0-frac, --round, --scale, --budget) and
+before any of it is touched (pool names, --train-shards, --round0-frac, --round, --scale, --budget, --stop) and
 the final training a run's FLOPs are weighed against. Inspecting a workdir costs
 no model, no cache and no process group.
 
 Layout (see `sfcomp.loop` for what each file holds):
     W/config.json                  pool + preset + loop settings and their fingerprint
-    W/round_{k:02d}/mix.npy, model_f{f}.pt, snapshots_f{f}.rank{r}.npy, emb_sample.npz, scores.npy(.json),
+    W/round_{k:02d}/mix.npy, model_f{f}.pt, stop_f{f}.json (--stop heldout), snapshots_f{f}.rank{r}.npy,
+                   emb_sample.npz, scores.npy(.json),
                    next_mix.npy(.json), report.json, report.png, done.json (the completion marker, written last)
     W/final_scores.npy (+.json)    the last finished round's score file
 """
@@ -103,6 +104,44 @@ def check_round0_frac(fraction: float, n_rows: int | None) -> None:
                                   f"{fraction}) = 0 samples: round 0 would train on nothing")
 
 
+STOP_RULES = ("fixed", "heldout")
+# --stop heldout's preset keys and their defaults (a preset without them works); stop_eval_every None means
+# max(5, cap // 20) evaluations' spacing for a model trained at most `cap` steps
+STOP_DEFAULTS = {"stop_eval_every": None, "stop_patience": 3, "stop_min_delta": 1e-3, "stop_eval_samples": 1024}
+
+
+def check_stop(stop: str, folds: int, snapshots: list[float]) -> None:
+    """--stop: `fixed` (the preset's / --steps' steps) or `heldout` (early stopping on the held-out fold),
+    which needs a held-out fold and fixes no training length for snapshots to be fractions of."""
+    if stop not in STOP_RULES:
+        raise BadInputError(None, f"--stop must be one of {', '.join(STOP_RULES)}, got {stop!r}")
+    if stop == "heldout" and folds < 2:
+        raise BadInputError(None, f"--stop heldout needs --folds >= 2 (a model's held-out fold is what it is "
+                                  f"evaluated on), got --folds {folds}")
+    if stop == "heldout" and snapshots:
+        raise BadInputError(None, "--stop heldout cannot take --snapshots (fractions of a training length that "
+                                  "early stopping does not fix)")
+
+
+def stop_rule(preset: dict) -> dict:
+    """--stop heldout's settings from the preset (STOP_DEFAULTS for keys it lacks), checked; pure."""
+    rule = {k: v if preset.get(k) is None else preset[k] for k, v in STOP_DEFAULTS.items()}
+    name = preset.get("name", "?")
+    for key, low in (("stop_eval_every", 1), ("stop_patience", 1), ("stop_eval_samples", 2)):
+        v = rule[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+            raise BadInputError(None, f"preset {name!r}: {key} must be an integer >= {low}, got {v!r}")
+    v = rule["stop_min_delta"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        raise BadInputError(None, f"preset {name!r}: stop_min_delta must be a number >= 0, got {v!r}")
+    return rule
+
+
+def eval_every(rule: dict, cap: int) -> int:
+    """Steps between two held-out evaluations of a model trained at most `cap` steps."""
+    return int(rule["stop_eval_every"]) if rule["stop_eval_every"] is not None else max(5, cap // 20)
+
+
 # DataComp's pool sizes (= samples seen of the final training); a pool below small is sfcomp's `tiny` scale
 SCALE_POOL_SIZES = {"small": 12_800_000, "medium": 128_000_000, "large": 1_280_000_000, "xlarge": 12_800_000_000}
 SCALES = ("tiny", *SCALE_POOL_SIZES)
@@ -182,6 +221,10 @@ class Workdir:
 
     def checkpoint(self, k: int, f: int) -> Path:
         return self.round_dir(k) / f"model_f{f}.pt"
+
+    def stop_file(self, k: int, f: int) -> Path:
+        """--stop heldout: how fold f's model stopped (steps, cap, reason, held-out loss curve)."""
+        return self.round_dir(k) / f"stop_f{f}.json"
 
     def snapshot_file(self, k: int, f: int) -> Path:
         return self.round_dir(k) / f"snapshots_f{f}.rank{self.rank}.npy"
@@ -311,7 +354,8 @@ class Workdir:
             dst.mkdir(parents=True, exist_ok=True)
             self.remove_stale_temps(dst)
             names = ["mix.npy", "emb_sample.npz"] + [p.name for p in sorted(src.glob("model_f*.pt"))] + \
-                [p.name for p in sorted(src.glob("snapshots_f*.npy"))]
+                [p.name for p in sorted(src.glob("snapshots_f*.npy"))] + \
+                [p.name for p in sorted(src.glob("stop_f*.json"))]  # --stop heldout's records
             for name in names:
                 with open(src / name, "rb") as a, atomic_open(dst / name, "wb") as b:
                     shutil.copyfileobj(a, b)

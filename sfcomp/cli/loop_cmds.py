@@ -69,7 +69,13 @@ def _loop_options(f):
         click.option("--train-shards", default=None,
                      help="Comma-separated pool shards (e.g. 00000000,00000001) training is limited to; "
                           "scoring always covers every shard."),
-        click.option("--steps", default=None, type=int, help="Training steps per model (default: the preset's)."),
+        click.option("--steps", default=None, type=int, help="Training steps per model (default: the preset's); "
+                                                             "with --stop heldout, the cap."),
+        click.option("--stop", default="fixed", show_default=True,
+                     help="fixed: train every model the preset's (or --steps) steps; heldout: those steps are a "
+                          "cap, and each model stops when its contrastive loss on its held-out fold stops "
+                          "improving (needs --folds >= 2; preset keys stop_eval_every, stop_patience, "
+                          "stop_min_delta, stop_eval_samples)."),
         click.option("--snapshots", default="", help="Comma-separated fractions of training (e.g. 0.5,0.75) at "
                                                      "which to snapshot scores for the ckpt_avg score."),
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
@@ -95,14 +101,15 @@ def _loop_options(f):
 
 def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac, round0_frac, train_shards, steps,
                snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None, scale=None,
-               final_samples_seen=None):
+               final_samples_seen=None, stop="fixed"):
     from ..loop import Loop, LoopConfig
 
     at_least("--threads", threads, 1)
     at_least("--cache-workers", cache_workers, 1)
     cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
                      round0_frac=round0_frac, train_shards=parse_train_shards(train_shards), steps=steps,
-                     snapshots=parse_snapshots(snapshots), scale=scale, final_samples_seen=final_samples_seen)
+                     snapshots=parse_snapshots(snapshots), scale=scale, final_samples_seen=final_samples_seen,
+                     stop=stop)
     cfg.check()
     if threads:
         import torch
@@ -121,7 +128,9 @@ def _echo_round(r: dict) -> None:
                f"(train {r['train_s']:.0f}s, score {r['score_s']:.0f}s, select {r['select_s']:.1f}s)"
                + (f"; {summary}" if summary else "")
                + (f"; cost {r['compute']['cost_ratio']:.4g} x the final training ({r['compute']['final_training']['scale']})"
-                  if r.get("compute") else ""))
+                  if r.get("compute") else "")
+               + (f"; steps {', '.join(str(s['steps']) + '/' + str(s['cap']) for s in r['stopping'])} (held-out stop)"
+                  if r.get("stopping") else ""))
 
 
 @click.command("round")
@@ -158,7 +167,8 @@ def run_cmd(rounds, budget, **kw) -> None:
         c = results[-1].get("compute") if results else None
         if c:
             t, f = c["run_so_far"], c["final_training"]
-            click.echo(f"compute: {t['rounds']} rounds, train {t['train_flops']:.3g} + score {t['score_flops']:.3g} = "
+            evals = f" + held-out eval {t['eval_flops']:.3g}" if "eval_flops" in t else ""
+            click.echo(f"compute: {t['rounds']} rounds, train {t['train_flops']:.3g} + score {t['score_flops']:.3g}{evals} = "
                        f"{t['total_flops']:.3g} FLOPs = {c['cost_ratio']:.4g} x the final training ({f['scale']}: "
                        f"{f['model']}, {f['samples_seen']} samples seen, {f['flops']:.3g} FLOPs)")
         if loop.stop_reason:
