@@ -105,7 +105,7 @@ def write_round_report(rdir: Path, k: int, uids: np.ndarray, fields: dict[str, n
         h, edges = np.histogram(s, bins=50)
         rep["score_hist"][name] = {"counts": h.tolist(), "edges": edges.tolist()}
     summary: dict[str, Any] = {}
-    if truth is not None:
+    if truth is not None and "clean" in truth:
         clean = np.asarray(truth["clean"]).astype(bool)
         rep["truth"] = {"clean_share_pool": float(clean.mean())}
         rep["top_k"] = {name: precision_recall(top_mask(s, top_frac), clean) for name, s in fields.items()}
@@ -119,13 +119,20 @@ def write_round_report(rdir: Path, k: int, uids: np.ndarray, fields: dict[str, n
                                       **{f"top_{name}": int(((nt == t) & top_mask(s, top_frac)).sum())
                                          for name, s in fields.items()}}
                                   for t in sorted(set(nt.tolist()))}
-        if "class" in truth:
-            cls = np.asarray(truth["class"]).astype(np.int64)
-            kc = int(cls.max()) + 1
-            ps, ms = shares(cls, kc), shares(cls[in_next], kc)
-            rep["class_drift"] = {"pool_share": ps.tolist(), "next_mix_share": ms.tolist(),
-                                  "coverage": coverage(ms, ps)}
-            summary["class_coverage"] = rep["class_drift"]["coverage"]
+    label_column = _label_column(truth) if truth is not None else None
+    if label_column is not None:
+        values = np.asarray(truth[label_column])
+        if label_column == "class":
+            cls = values.astype(np.int64)
+        else:  # any other label column (strings or ints): its distinct values, in sorted order
+            names, cls = np.unique(values.astype(str), return_inverse=True)
+        kc = int(cls.max()) + 1
+        ps, ms = shares(cls, kc), shares(cls[in_next], kc)
+        rep["class_drift"] = {"pool_share": ps.tolist(), "next_mix_share": ms.tolist(),
+                              "coverage": coverage(ms, ps)}
+        if label_column != "class":
+            rep["class_drift"].update(column=label_column, values=names.tolist())
+        summary["class_coverage"] = rep["class_drift"]["coverage"]
     if img_emb_sample is not None and len(img_emb_sample[0]) >= kmeans_k:
         su, emb = img_emb_sample
         centers = kmeans(emb, kmeans_k, seed)
@@ -141,16 +148,38 @@ def write_round_report(rdir: Path, k: int, uids: np.ndarray, fields: dict[str, n
     return rep
 
 
+# truth columns that describe how a sample was made, not what it shows
+_NOT_LABELS = {"uid", "clean", "noise_type", "variant", "source_index", "served"}
+
+
+def _label_column(truth: dict) -> str | None:
+    """The truth column the class-drift figures are computed over: `class` when the pool has it, else the first
+    other column with between 2 and 1,000 distinct values (a pool's own labels), else None."""
+    if "class" in truth:
+        return "class"
+    for name, values in truth.items():
+        if name not in _NOT_LABELS and 2 <= len(np.unique(np.asarray(values).astype(str))) <= 1000:
+            return name
+    return None
+
+
 def _plot(path: Path, rep: dict, fields: dict[str, np.ndarray], truth: dict | None) -> None:
+    """One panel per figure the report has: the score histogram (split clean / noisy when the truth says which
+    samples are clean), then the cluster and class drift where the pool's data gave them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    drift = [(key, title) for key, title in (("cluster_drift", "image-embedding clusters"),
+                                             ("class_drift", rep.get("class_drift", {}).get("column", "class")
+                                              + " (truth)"))
+             if rep.get(key) is not None]
+    fig, axes = plt.subplots(1, 1 + len(drift), figsize=(5 * (1 + len(drift)), 4), squeeze=False)
+    axes = axes[0]
     ax = axes[0]
     s = fields[rep["default_score"]]
-    if truth is not None:
+    if truth is not None and "clean" in truth:
         clean = np.asarray(truth["clean"]).astype(bool)
         bins = np.histogram_bin_edges(s, 50)
         ax.hist(s[clean], bins, alpha=0.6, label="clean")
@@ -159,12 +188,8 @@ def _plot(path: Path, rep: dict, fields: dict[str, np.ndarray], truth: dict | No
     else:
         ax.hist(s, 50)
     ax.set_title(f"round {rep['round']}: {rep['default_score']} scores")
-    for ax, key, title in ((axes[1], "cluster_drift", "image-embedding clusters"),
-                           (axes[2], "class_drift", "classes (truth)")):
-        d = rep.get(key)
-        if d is None:
-            ax.set_axis_off()
-            continue
+    for ax, (key, title) in zip(axes[1:], drift):
+        d = rep[key]
         x = np.arange(len(d["pool_share"]))
         ax.bar(x - 0.2, d["pool_share"], 0.4, label="pool")
         ax.bar(x + 0.2, d["next_mix_share"], 0.4, label="next mix")
