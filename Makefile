@@ -59,9 +59,43 @@ sweep: install
 	  --noise 0.5 --noise-mix memorizable --seed 2 --direct
 	$(PY) bench/experiments/sweep_mix.py $(foreach p,$(SWEEP_POOLS),--pool $(p))
 
+# The RGB pool with human-written captions: Tux Paint's stamps (Debian tuxpaint-stamps-default, installed by
+# make-pool when missing and run as root), shards at 128 px: the stamps' median side is 150 px, so 128 keeps
+# their real detail and enlarges 41% of them (224 would enlarge 69%); every stamp not held out (636 samples).
+RGB_POOL ?= data/tuxpaint
+RGB_IMAGE_SIZE ?= 128
+.PHONY: rgb-pool
+rgb-pool: install
+	@test -f $(RGB_POOL)/.complete || $(SFCOMP) make-pool --source tuxpaint --out $(RGB_POOL) \
+	  --image-size $(RGB_IMAGE_SIZE)
+
 bench-formats: install
 	$(PY) bench/perf/bench_uids.py
 	$(PY) bench/perf/bench_validate.py
 
 clean:
 	rm -rf $(VENV) work .pytest_cache
+
+# ---- GPU check (scripts/gpu_check.py; docs/BENCHMARKS.md "GPU check") -------------------------------------
+# Here: `make gpu-wheels`; on the GPU machine (device tool, carry [".gpu-wheels"]): `make gpu-check`.
+# The wheels the GPU machine's Python (3.12, torch 2.11) lacks, pinned to this venv's versions, no dependencies
+# resolved (each is named); wandb (20 MB, ~10 more dependencies) is left out: img2dataset only imports it.
+GPU_WHEELS_DIR ?= .gpu-wheels
+GPU_WHEELS ?= open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 webdataset==0.2.86 braceexpand==0.1.7 \
+  img2dataset==1.47.0 albumentations==1.4.24 albucore==0.0.23 stringzilla==5.3.2 simsimd==6.5.16 \
+  pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
+  exifread-nocycle==3.0.1 fire==0.7.1 termcolor==3.3.0
+GPU_CHECK_PY ?= $(shell test -x $(PY) && echo $(PY) || echo python3)
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: gpu-wheels gpu-check
+gpu-wheels:
+	$(GPU_CHECK_PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d $(GPU_WHEELS_DIR) $(GPU_WHEELS)
+	@# the pool's source files travel too (the GPU machine has no Debian package and no network)
+	mkdir -p $(GPU_WHEELS_DIR)/fashion-mnist && cp $(FASHION_MNIST_DIR)/*.gz $(GPU_WHEELS_DIR)/fashion-mnist/
+	@echo "$(GPU_WHEELS_DIR): wheels $$(du -ch $(GPU_WHEELS_DIR)/*.whl | tail -1 | cut -f1), in all $$(du -sh $(GPU_WHEELS_DIR) | cut -f1)"
+
+gpu-check:
+	$(GPU_CHECK_PY) scripts/gpu_check.py

@@ -7,7 +7,10 @@ the global contrastive batch is the preset's batch size whatever the world size.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -119,6 +122,20 @@ class RankBalancedClipLoss:
         return total * self.world / sum(sizes)
 
 
+def _log_data_wait(wait_s: float, loop_s: float, steps: int, rank: int, device) -> None:
+    """With $SFCOMP_DATA_WAIT_LOG set, append one JSON line: the loop's data-wait and wall seconds, its steps and,
+    on CUDA, the peak memory torch allocated (bytes)."""
+    path = os.environ.get("SFCOMP_DATA_WAIT_LOG")
+    if not path:
+        return
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else None
+    with open(path, "a") as f:
+        f.write(json.dumps({"rank": rank, "steps": steps, "wait_s": wait_s, "loop_s": loop_s,
+                            "peak_bytes": peak}) + "\n")
+
+
 def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu", progress: bool = True,
                on_step: Callable[[int, object], None] | None = None, desc: str = "train"):
     """Core loop over `batches` of (images_u8 (b,H,W,3), tokens (b,ctx)) for `steps` optimiser steps.
@@ -147,7 +164,16 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
     use_amp = preset.get("precision") == "amp_bf16" and torch.device(device).type == "cuda"
     bar = tqdm(total=steps, desc=desc, disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
     step, stop = 0, False
-    for images, tokens in batches:
+    # data-wait timing (scripts/gpu_check.py): host seconds blocked on the batch iterator vs the loop's seconds
+    wait_s, t_loop = 0.0, time.perf_counter()
+    it = iter(batches)
+    while True:
+        t_wait = time.perf_counter()
+        try:
+            images, tokens = next(it)
+        except StopIteration:
+            break
+        wait_s += time.perf_counter() - t_wait
         if step >= steps:
             break
         lr = cosine_lr(step, preset["lr"], preset["warmup"], steps)
@@ -175,6 +201,7 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
         if stop:
             break
     bar.close()
+    _log_data_wait(wait_s, time.perf_counter() - t_loop, step, rank, device)
     if step < steps and not stop:
         raise RuntimeError(f"training data ran out after {step} of {steps} steps")
     model.eval()

@@ -12,6 +12,7 @@ from ..errors import BadInputError
 from .base import Items, Source
 from .fashion_mnist import FashionMNIST
 from .folder import FolderSource
+from .tuxpaint import TuxPaintSource
 
 SOURCES: dict[str, Source] = {}
 
@@ -25,6 +26,7 @@ def register(source: Source) -> Source:
 
 register(FashionMNIST())
 register(FolderSource())
+register(TuxPaintSource())
 DEFAULT_SOURCE = FashionMNIST.name
 
 
