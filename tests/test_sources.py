@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,6 @@ import _e_harness as H
 from sfcomp.sources import SOURCES, Items, Source, get_source
 
 # DataComp's metadata columns, in order (shared/docs/datacomp-reference.md), written out rather than imported.
-DATACOMP_COLUMNS = ["uid", "url", "text", "original_width", "original_height", "clip_b32_similarity_score",
-                    "clip_l14_similarity_score", "face_bboxes", "sha256"]
 IMAGE_SIZE = 32
 COLOURS = np.array([[200, 40, 40], [40, 180, 60], [50, 70, 210]], np.uint8)  # red, green, blue
 
@@ -60,15 +57,6 @@ def _parquets(pool: Path) -> list[Path]:
     return sorted((pool / "metadata").glob("*.parquet"))
 
 
-def _tar_members(tar: Path) -> dict[str, dict[str, bytes]]:
-    groups: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(tar) as tf:
-        for m in tf.getmembers():
-            key, ext = m.name.split(".", 1)
-            groups.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    return groups
-
-
 def test_toy_pool_builds_through_the_cli(toy):
     out, (code, stdout, stderr) = toy
     assert (code, (out / ".complete").exists()) == (0, True), stderr
@@ -76,7 +64,7 @@ def test_toy_pool_builds_through_the_cli(toy):
 
 def test_toy_metadata_has_datacomps_columns(toy):
     out, _ = toy
-    assert [pq.read_schema(p).names for p in _parquets(out)] == [DATACOMP_COLUMNS] * len(_parquets(out))
+    assert [pq.read_schema(p).names for p in _parquets(out)] == [H.DATACOMP_COLUMNS] * len(_parquets(out))
 
 
 def test_toy_npz_rows_align_with_the_parquet(toy):
@@ -94,7 +82,7 @@ def test_toy_npz_rows_align_with_the_parquet(toy):
 def test_toy_stats_successes_match_shard_members(toy):
     out, _ = toy
     pairs = [(json.loads(tar.with_name(tar.stem + "_stats.json").read_text())["successes"],
-              sum("jpg" in g for g in _tar_members(tar).values())) for tar in sorted((out / "shards").glob("*.tar"))]
+              sum("jpg" in g for g in H.tar_members(tar).values())) for tar in sorted((out / "shards").glob("*.tar"))]
     assert [s for s, _ in pairs] == [m for _, m in pairs]
 
 
@@ -112,7 +100,7 @@ def test_toy_shards_hold_colour_images_at_the_shard_size(toy):
 
     out, _ = toy
     tar = sorted((out / "shards").glob("*.tar"))[0]
-    jpg = next(g["jpg"] for g in _tar_members(tar).values() if "jpg" in g)
+    jpg = next(g["jpg"] for g in H.tar_members(tar).values() if "jpg" in g)
     im = Image.open(io.BytesIO(jpg))
     spread = np.asarray(im.convert("RGB")).astype(int).std(axis=2).max()  # channels differ: colour, not gray
     assert (im.mode, max(im.size), spread > 20) == ("RGB", IMAGE_SIZE, True)

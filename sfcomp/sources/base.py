@@ -220,3 +220,24 @@ class Source:
 
     def eval_name(self) -> str:
         return self.name.replace("-", "_")
+
+
+def apt_install(package: str, no_recommends: bool = False) -> tuple[bool, str]:
+    """Install a Debian data package when sfcomp runs as root and apt-get exists (refreshing the package lists
+    once if the first try fails). Returns (installed, why not): (False, "") when it could not try (not root, no
+    apt-get), (False, apt-get's last line) when apt-get failed. Callers check for their files afterwards."""
+    import os
+    import shutil
+    import subprocess
+
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+        return False, ""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "-qq", *(["--no-install-recommends"] if no_recommends else []), package]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode != 0:  # the package lists may be stale or absent
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, text=True)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if r.returncode == 0:
+        return True, ""
+    return False, ((r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"])[0]

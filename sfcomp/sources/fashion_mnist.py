@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SfcompError
-from .base import Items, Source
+from .base import Items, Source, apt_install
 from .captions import CaptionVocab
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -132,19 +130,13 @@ def ensure_installed(install: bool = True) -> Path:
           f"SFCOMP_FASHION_MNIST_DIR to a folder holding {', '.join(FILES['train'] + FILES['test'])}"
     if folder != DEFAULT_DIR:
         raise SfcompError(f"{folder}: Fashion-MNIST files missing ({_missing(folder)[0].name}); {how}")
-    can_apt = install and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")
-    if can_apt:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        cmd = ["apt-get", "install", "-y", "-qq", DEBIAN_PACKAGE]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if r.returncode != 0:  # the package lists may be stale or absent
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, text=True)
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if r.returncode == 0 and not _missing(folder):
+    if install:
+        installed, why = apt_install(DEBIAN_PACKAGE)
+        if installed and not _missing(folder):
             return folder
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SfcompError(f"{folder}: Fashion-MNIST missing and `apt-get install {DEBIAN_PACKAGE}` failed "
-                          f"({tail[0]}); {how}")
+        if installed or why:
+            raise SfcompError(f"{folder}: Fashion-MNIST missing and `apt-get install {DEBIAN_PACKAGE}` failed "
+                              f"({why or 'the files are still missing'}); {how}")
     raise SfcompError(f"{folder}: Fashion-MNIST missing (Debian package {DEBIAN_PACKAGE} not installed); {how}")
 
 

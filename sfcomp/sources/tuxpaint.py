@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadInputError, SfcompError
-from .base import Items, Source
+from .base import Items, Source, apt_install
 
 DEBIAN_PACKAGE = "tuxpaint-stamps-default"
 DEFAULT_DIR = Path("/usr/share/tuxpaint/stamps")
@@ -114,18 +112,13 @@ def ensure_installed(install: bool = True) -> Path:
           f"or set {ENV_DIR} to a folder of Tux Paint stamps (CATEGORY/.../NAME.png + NAME.txt)"
     if folder != DEFAULT_DIR:
         raise BadInputError(folder, f"no Tux Paint stamps here ({ENV_DIR}); {how}")
-    if install and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        cmd = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", DEBIAN_PACKAGE]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if r.returncode != 0:  # the package lists may be stale or absent
-            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, text=True)
-            r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if r.returncode == 0 and _has_stamps(folder):
+    if install:
+        installed, why = apt_install(DEBIAN_PACKAGE, no_recommends=True)
+        if installed and _has_stamps(folder):
             return folder
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise SfcompError(f"{folder}: Tux Paint stamps missing and `apt-get install {DEBIAN_PACKAGE}` failed "
-                          f"({tail[0]}); {how}")
+        if installed or why:
+            raise SfcompError(f"{folder}: Tux Paint stamps missing and `apt-get install {DEBIAN_PACKAGE}` failed "
+                              f"({why or 'no stamps after it'}); {how}")
     raise SfcompError(f"{folder}: Tux Paint stamps missing (Debian package {DEBIAN_PACKAGE} not installed); {how}")
 
 
