@@ -59,6 +59,22 @@ sweep: install
 	  --noise 0.5 --noise-mix memorizable --seed 2 --direct
 	$(PY) bench/experiments/sweep_mix.py $(foreach p,$(SWEEP_POOLS),--pool $(p))
 
+# issue 12's step sweep: fixed 50/100/200/400 steps a model against `--stop heldout`, on the demo pool, the two
+# sweep pools, a 70%-noise pool whose noise is mostly misaligned captions, and a pool twice the demo's size
+# (Fashion-MNIST has 70k images: the rest are perturbed reposts). Slow on a CPU: 5 runs of 3 rounds a pool.
+STEP_POOLS ?= $(DEMO_POOL) $(SWEEP_POOLS) $(SWEEP_DIR)/misaligned70 $(SWEEP_DIR)/demo2x
+.PHONY: sweep-steps
+sweep-steps: install
+	@test -f $(DEMO_POOL)/.complete || $(SFCOMP) make-pool --source fashion-mnist --out $(DEMO_POOL) --size $(DEMO_SIZE)
+	@test -f $(SWEEP_DIR)/misaligned60/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/misaligned60 --size 20000 \
+	  --noise 0.6 --noise-mix misaligned --seed 1 --direct
+	@test -f $(SWEEP_DIR)/memorizable50/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/memorizable50 --size 20000 \
+	  --noise 0.5 --noise-mix memorizable --seed 2 --direct
+	@test -f $(SWEEP_DIR)/misaligned70/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/misaligned70 --size 20000 \
+	  --noise 0.7 --noise-mix default --seed 3 --direct
+	@test -f $(SWEEP_DIR)/demo2x/.complete || $(SFCOMP) make-pool --out $(SWEEP_DIR)/demo2x --size 120000 --seed 4 --direct
+	$(PY) bench/experiments/sweep_steps.py $(foreach p,$(STEP_POOLS),--pool $(p))
+
 # The RGB pool with human-written captions: Tux Paint's stamps (Debian tuxpaint-stamps-default, installed by
 # make-pool when missing and run as root), shards at 128 px: the stamps' median side is 150 px, so 128 keeps
 # their real detail and enlarges 41% of them (224 would enlarge 69%); every stamp not held out (636 samples).

@@ -1,12 +1,14 @@
 """Decode a pool once into a memory-mapped cache: uint8 pixels at a preset's resolution + token ids, by uid.
 
-Used by low-resolution presets (`"cache": true`; 32x32x3 is 3 KB a sample, 38 GB for DataComp medium's 12.8M).
-Full-resolution presets (224 px is 150 KB a sample, 1.9 TB for DataComp small) stream shards instead
-(sfcomp.stream).
+Used by low-resolution presets (`"cache": true`; at 32 px, context 16, 3.2 KB a sample: 40 GB for DataComp
+small's 12.8M, 404 GB for medium's 128M). Higher resolutions stream shards instead (sfcomp.stream): 224 px is
+150 KB a sample, 1.9 TB at small. `cache_bytes_per_sample` is the exact figure for any preset;
+bench/experiments/cache_table.py tabulates it per preset and DataComp scale.
 
 Layout of a cache folder (one per (image size, context length, pool)):
     parts/<shard stem>.npz    one shard's rows: uids (u8,u8), pixels (n,S,S,3) u8, tokens (n,ctx) i4, written
-    parts/<shard stem>.done   atomically, then a JSON marker (counts, errors); a rerun skips finished shards
+    parts/<shard stem>.done   atomically, then a JSON marker (counts, errors); a rerun skips finished shards;
+                              removed once manifest.json is written (they would double the cache on disk)
     uids.npy                  all rows, sorted by uid, each uid once (u8,u8)
     pixels.npy  tokens.npy    row-aligned with uids.npy; memory-mapped by readers
     shard.npy                 int32 index into manifest["shards"]: the shard each row came from
@@ -44,6 +46,14 @@ from .pool import Pool, ShardErrors
 CACHE_FORMAT = "sfcomp-cache/1"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit (ulimit -f) reads the same
 _CACHE_FILES = ("manifest.json", "uids.npy", "pixels.npy", "tokens.npy", "shard.npy", "pool.json")
+
+
+def cache_bytes_per_sample(preset: dict) -> int:
+    """Bytes one sample takes in a finished cache: pixels (S x S x 3 uint8), token ids (ctx int32), its uid
+    (16 bytes) and its shard index (int32). The .npy headers and manifest add a few KB per cache, not per sample;
+    the decoded parts (parts/, the resumption state of an unfinished build) are removed once it finishes."""
+    s, ctx = int(preset["image_size"]), int(preset["context_length"])
+    return s * s * 3 + ctx * 4 + 16 + 4
 
 
 def resize_center_crop(im, size: int) -> np.ndarray:
@@ -233,12 +243,7 @@ def _clear_cache(root: Path) -> None:
     for name in _CACHE_FILES:
         (root / name).unlink(missing_ok=True)
     _remove_temps(root)
-    parts = root / "parts"
-    if parts.is_dir():
-        for p in list(parts.glob("*.npz")) + list(parts.glob("*.done")):
-            p.unlink(missing_ok=True)
-        if not any(parts.iterdir()):
-            parts.rmdir()
+    _remove_parts(root)
 
 
 def _remove_temps(root: Path) -> None:
@@ -407,6 +412,18 @@ def _consolidate(root: Path, shards: list[str], markers: list[dict], preset: dic
         "duplicate_uids_dropped": int(dups),
         "messages": [msg for m in markers for msg in m["messages"]][:100],
     })
+    _remove_parts(root)
+
+
+def _remove_parts(root: Path) -> None:
+    """The decoded parts hold every pixel again: once manifest.json marks the cache finished, nothing reads them
+    (a changed pool rebuilds from its shards), and keeping them would double the cache's size on disk."""
+    parts = root / "parts"
+    if parts.is_dir():
+        for p in list(parts.glob("*.npz")) + list(parts.glob("*.done")):
+            p.unlink(missing_ok=True)
+        if not any(parts.iterdir()):
+            parts.rmdir()
 
 
 def _allocated_memmap(path: Path, dtype, shape: tuple) -> np.ndarray:

@@ -159,3 +159,23 @@ def test_preset_extends_loop_is_one_line_error(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps({"extends": "a.json"}))
     with pytest.raises(BadInputError, match="extends.*loops back"):
         load_preset(str(tmp_path / "a.json"))
+
+
+# ------------------------------------------------------------------------------------------ the rgb64 preset
+def test_rgb64_preset_as_shipped_runs_a_streamed_round(pool, tmp_path):
+    """The RGB preset at 64 px, unchanged but for 2 steps: a real round on the 256 px RGB pool, streamed (no cache),
+    every readable sample scored, the model at 64 px (8 x 8 patches) and 32 text positions."""
+    from sfcomp import uids as U
+    from sfcomp.scorefile import read_scores
+
+    work = tmp_path / "work"
+    r = H.cli("round", "--pool", pool["pool"], "--workdir", work, "--preset", "rgb64", "--steps", "2",
+              "--threads", "1", "--quiet")
+    code, out, err = r
+    assert code == 0, (out, err)
+    scores = read_scores(work / "round_00" / "scores.npy")
+    state = H.model_tensors(work / "round_00" / "model_f0.pt")
+    state = state.get("model", state) if isinstance(state, dict) else state
+    assert (U.uids_to_hex(scores[["f0", "f1"]]).tolist(), tuple(state["visual.positional_embedding"].shape),
+            tuple(state["positional_embedding"].shape), (pool["pool"] / ".sfcomp-cache").exists()) == \
+        (sorted(pool["present"]), (8 * 8 + 1, 128), (32, 128), False)

@@ -417,6 +417,7 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
     assert "--method sf_r1 --seed 0" in out and "--method sf_t30r0_r1" not in out
     assert "--method sf_t30r0_r2 --seed 1" in out and "--samples-seen 25600" in out
     assert f"--round0-from {tmp_path / 'out' / 'loop' / 'sf_t30r10'}" in out
+    assert "--method no_filter_eqc_r2 --seed 2" in out  # equal total compute: no filter + the loop's FLOPs
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 

@@ -1,6 +1,6 @@
 """What the loop's whole default run costs, against the final DataComp training it is meant to improve.
 
-For each in-loop preset (tiny, datacomp-b32, datacomp-cheap) and each scale (DataComp small and medium, and the
+For each in-loop preset (tiny, rgb64, datacomp-b32, datacomp-cheap) and each scale (DataComp small and medium, and the
 demo pool at sfcomp's tiny scale): the default run's training and scoring FLOPs (sfcomp.flops: torch's
 FlopCounterMode on the real models, meta device) and its cost ratio = loop FLOPs / final-training FLOPs (the
 scale's model, counted the same way at the scale's batch, x its samples seen). Nothing is trained; a printed
@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 
-PRESETS = ("tiny", "datacomp-cheap", "datacomp-b32")
+PRESETS = ("tiny", "rgb64", "datacomp-cheap", "datacomp-b32")
 
 
 def run_compute(preset: dict, pool_size: int, loop: dict, steps: int | None = None) -> dict:

@@ -15,6 +15,10 @@ listed and makes the bench exit 1 once the other arms are done):
     sf_<mix>_r<k>        after k rounds of `sfcomp run` with mix <top>+<random>: `sfcomp export-subset --scores
                          round_{k-1}/scores.npy --top-frac F`, k = 2..R
     oracle_clean         every uid truth.parquet marks clean (needs truth.parquet)
+    no_filter_eqc_r<R>   equal total compute: no filter, its samples seen raised by the loop's FLOPs (the first
+                         mix's rounds 0..R-1, training, held-out evaluation and scoring) over the final model's
+                         training FLOPs a sample (both from the loop's done.json): what the compute the loop
+                         spent would have bought as plain training (--no-equal-compute leaves it out)
 `--jobs` processes at once (torch `--threads` each), loop rounds first since every self-filtering arm waits on
 them. Everything is resumable: finished subsets, loop rounds and runs are skipped. Results: OUT/results.md (the
 table, then each method against no filter, random, reference CLIP score and the oracle), OUT/results.png,
@@ -135,6 +139,7 @@ class Bench:
         self.failures: list[str] = []
         self.timings: dict[str, float] = {}
         self.arms: list[tuple[str, dict[int, Path]]] = []  # (method, {seed: subset})
+        self.arm_samples: dict[str, int] = {}  # an arm's own samples seen (the equal-compute arm)
         self.order: list[str] = []  # table order: baselines, self-filtering, oracle
         self.loops: list[tuple[str, list[str], list[tuple[str, Path]]]] = []
         self.executor: Scheduler | None = None
@@ -244,6 +249,31 @@ class Bench:
                     self.fail(arm, r, "sfcomp export-subset")
                     continue
             self.add_arm(arm, {s: path for s in self.seeds})
+        if tag == self.loops[0][0] and self.a.equal_compute:
+            self.equal_compute_arm(Path(args[args.index("--workdir") + 1]), self.a.rounds)
+
+    def equal_compute_arm(self, work: Path, rounds: int) -> None:
+        """No filter trained for the bench's samples seen plus what the loop's compute (rounds 0..rounds-1, the
+        last self-filtering arm of the first mix) buys of the final model's training."""
+        import json
+
+        arm = f"no_filter_eqc_r{rounds}"
+        no_filter = self.subsets / "no_filter.npy"
+        base = self.a.samples_seen
+        if not base:
+            self.skip(arm, "needs --samples-seen (the bench's equal samples seen) to add the loop's compute to")
+            return
+        if self.a.dry_run:
+            self.log(f"would train {arm}: no_filter with samples seen {base} + loop FLOPs / final FLOPs a sample")
+            extra = 0
+        else:
+            done = json.loads((work / f"round_{rounds - 1:02d}" / "done.json").read_text())
+            final = done["compute"]["final_training"]
+            extra = int(round(done["compute"]["run_so_far"]["total_flops"] / (final["flops"] / final["samples_seen"])))
+            self.log(f"{arm}: loop FLOPs through round {rounds - 1} buy {extra:,} samples of the final model's "
+                     f"training: samples seen {base:,} + {extra:,}")
+        self.arm_samples[arm] = base + extra
+        self.add_arm(arm, {s: no_filter for s in self.seeds})
 
     def build_subsets(self) -> None:
         cols = pool_columns(self.pool)
@@ -303,8 +333,9 @@ class Bench:
         args = ["train-eval", "--subset", str(subset), "--pool", str(self.pool), "--eval", str(self.eval),
                 "--out", str(run_dir), "--method", arm, "--seed", str(s), "--scale", self.a.scale,
                 "--reshard-dir", str(data_dir), "--eval-cache", str(self.out / "eval_cache")]
-        if self.a.samples_seen:
-            args += ["--samples-seen", str(self.a.samples_seen)]
+        samples = self.arm_samples.get(arm, self.a.samples_seen)
+        if samples:
+            args += ["--samples-seen", str(samples)]
         if self.a.threads:
             args += ["--threads", str(self.a.threads)]
         if self.a.dry_run:
@@ -385,7 +416,7 @@ class Bench:
             "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": _cpu_model()},
             "pool": str(self.pool), "eval": str(self.eval), "seeds": self.seeds, "scale": self.a.scale,
-            "samples_seen": self.a.samples_seen, "fraction": self.a.fraction, "mixes": self.a.mixes, "score_types": self.a.score_types,
+            "samples_seen": self.a.samples_seen, "arm_samples_seen": self.arm_samples, "fraction": self.a.fraction, "mixes": self.a.mixes, "score_types": self.a.score_types,
             "rounds": self.a.rounds, "loop_steps": self.a.loop_steps, "only": self.a.only, "jobs": self.a.jobs, "threads": self.a.threads, "arms": [a for a, _ in self.arms], "notes": self.notes,
             "failures": self.failures, "timings_s": self.timings, "total_s": round(time.time() - t0, 1),
         })
@@ -425,6 +456,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--loop-seed", type=int, default=0)
     p.add_argument("--loop-steps", type=int, default=100,
                    help="training steps per in-loop model (0 = the loop preset's own)")
+    p.add_argument("--no-equal-compute", dest="equal_compute", action="store_false",
+                   help="leave out the equal-total-compute arm (no filter with the loop's compute as more training)")
     p.add_argument("--extra-baselines", default="laion2b",
                    help="more `sfcomp baseline` names without options (one that fails fails the bench)")
     p.add_argument("--threads", type=int, default=1,

@@ -1,0 +1,65 @@
+"""`make sweep-steps` (bench/experiments/sweep_steps.py): fixed step counts against the stopping rule, per pool
+and round. The verdict (the issue's test) is checked on rows built here; the driver runs for real on a tiny pool
+with the micro preset (2 fixed counts and the held-out rule, 2 rounds)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+import _e_harness as H
+
+SCRIPT = H.ROOT / "bench" / "experiments" / "sweep_steps.py"
+
+
+def _verdict(rows: list[dict]) -> list[dict]:
+    """sweep_steps.verdict(rows, "heldout", 0.01, 1.25), in a child whose import path has bench/experiments."""
+    code = ("import json, sys; from sweep_steps import verdict; "
+            "print(json.dumps(verdict(json.loads(sys.stdin.read()), 'heldout', 0.01, 1.25)))")
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parent)}
+    r = subprocess.run([sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
+                       env=env, check=True)
+    return json.loads(r.stdout)
+
+
+def _row(arm: str, precision: float, train: float, evals: float = 0.0) -> dict:
+    return {"pool": "p", "round": 0, "arm": arm, "precision": precision, "train_flops": train, "eval_flops": evals}
+
+
+def test_rule_within_tolerance_at_most_the_compute_passes():
+    v = _verdict([_row("fixed100", 0.80, 100.0), _row("fixed200", 0.85, 200.0), _row("heldout", 0.845, 200.0, 40.0)])
+    assert [(x["best_fixed"], x["passes"]) for x in v] == [("fixed200", True)]
+
+
+def test_rule_over_the_compute_factor_fails():
+    v = _verdict([_row("fixed200", 0.85, 200.0), _row("heldout", 0.85, 240.0, 20.0)])
+    assert [(round(x["compute_ratio"], 2), x["passes"]) for x in v] == [(1.3, False)]
+
+
+def test_rule_below_the_tolerance_fails():
+    v = _verdict([_row("fixed50", 0.70, 50.0), _row("fixed400", 0.90, 400.0), _row("heldout", 0.88, 100.0)])
+    assert [(x["best_fixed"], round(x["gap"], 3), x["passes"]) for x in v] == [("fixed400", 0.02, False)]
+
+
+def test_tied_fixed_counts_make_the_cheaper_one_the_bar():
+    v = _verdict([_row("fixed400", 0.90, 400.0), _row("fixed100", 0.90, 100.0), _row("heldout", 0.90, 150.0)])
+    assert [(x["best_fixed"], x["passes"]) for x in v] == [("fixed100", False)]
+
+
+@H.requires_fashion_mnist
+def test_sweep_runs_every_arm_and_tables_every_round(tmp_path):
+    pool = H.make_pool(tmp_path / "pool", n=160, seed=4, samples_per_shard=80)
+    preset = {**H.MICRO_PRESET, "name": "micro-stop", "stop_eval_every": 2, "stop_eval_samples": 32}
+    (tmp_path / "micro.json").write_text(json.dumps(preset))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(SCRIPT), "--pool", str(pool), "--out", str(out), "--steps", "2,4",
+                        "--rule-cap", "6", "--rounds", "2", "--preset", str(tmp_path / "micro.json"), "--jobs", "1"],
+                       capture_output=True, text=True, cwd=H.ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "sweep_steps.json").read_text())
+    cells = sorted((x["arm"], x["round"], x["steps"] is not None) for x in res["rows"])
+    assert (cells, [(v["pool"], v["round"]) for v in res["verdicts"]]) == (
+        [("fixed2", 0, False), ("fixed2", 1, False), ("fixed4", 0, False), ("fixed4", 1, False),
+         ("heldout", 0, True), ("heldout", 1, True)], [("pool", 0), ("pool", 1)])
