@@ -39,6 +39,7 @@ $(VENV)/.installed: setup.py
 
 demo: install
 	@test -f $(DEMO_POOL)/.complete || $(SFCOMP) make-pool --source fashion-mnist --out $(DEMO_POOL) --size $(DEMO_SIZE)
+	@echo "make demo: sfcomp run with the library's defaults, overriding --rounds $(ROUNDS) --steps $(STEPS) (the preset's own steps: sfcomp/presets/tiny.json)"
 	$(SFCOMP) run --pool $(DEMO_POOL) --workdir $(DEMO_WORK) --rounds $(ROUNDS) --steps $(STEPS)
 	$(SFCOMP) export-subset --scores $(DEMO_WORK)/final_scores.npy --top-frac 0.3 --random-frac 0.0 -o $(DEMO_WORK)/sfcomp_top30.npy
 	$(SFCOMP) validate-subset $(DEMO_WORK)/sfcomp_top30.npy --pool $(DEMO_POOL)

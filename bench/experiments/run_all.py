@@ -38,7 +38,8 @@ import itertools
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sfcomp.atomic import write_json
+from sfcomp.atomic import atomic_open, write_json
+from sfcomp.defaults import LOOP_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -380,6 +381,14 @@ class Bench:
         for tag, args, arms in self.loops:
             self.executor.submit(0, self.run_loop, tag, args, arms)
 
+    def overrides_line(self) -> str:
+        loop = [f"--steps {self.a.loop_steps}"] if self.a.loop_steps else []
+        if self.a.rounds != LOOP_DEFAULTS["rounds"]:
+            loop.append(f"--rounds {self.a.rounds}")
+        return ("- self-filtering runs `sfcomp run` with the library's defaults" +
+                (f", overriding {' '.join(loop)} (sfcomp/presets/, sfcomp/configs/loop_defaults.json)" if loop else "") +
+                f"; mixes {self.a.mixes}; every arm trains {self.a.samples_seen or 'the scale default'} samples seen")
+
     def run(self) -> int:
         t0 = time.time()
         self.seeds = [int(s) for s in self.a.seeds.split(",")]
@@ -399,6 +408,7 @@ class Bench:
             return 2
         self.log(f"bench: pool {self.pool}, eval {self.eval}, seeds {self.seeds}, scale {self.a.scale}, "
                  f"samples seen {self.a.samples_seen or 'scale default'}")
+        self.log(self.overrides_line().removeprefix("- "))
         self.build_subsets()
         self.execute()
         self.arms.sort(key=lambda arm: self.order.index(arm[0]))
@@ -410,6 +420,10 @@ class Bench:
         runs = [self.out / "runs" / arm for arm, _ in self.arms if (self.out / "runs" / arm).exists()]
         md = compare(runs, self.out / "results.md", self.out / "results.png", order=[a for a, _ in self.arms]) \
             if runs else "no finished runs\n"
+        if runs:  # what differs from the library's defaults, named where the numbers are read
+            md += "\n" + self.overrides_line() + "\n"
+            with atomic_open(self.out / "results.md", "w") as f:
+                f.write(md)
         print(md)
         write_json(self.out / "bench.json", {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),

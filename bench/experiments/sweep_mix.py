@@ -178,7 +178,9 @@ class Sweep:
     def markdown(self, rows: list[dict], choice: dict, pools: list[Path]) -> str:
         lines = [f"Top {self.a.fraction:.0%} of each run's own score after k rounds (k = 1 is round 0's scores, "
                  f"shared by every mix of a score type). precision = clean share; balance = class entropy / "
-                 f"log(classes); memorised = random-string noise kept.", ""]
+                 f"log(classes); memorised = random-string noise kept. Every run: `sfcomp run` with the library's "
+                 f"defaults but the swept settings, overriding `--steps {self.a.loop_steps}` (the preset's own "
+                 f"steps: sfcomp/presets/).", ""]
         header = "| score | mix (top:random) | " + " | ".join(
             f"{p.name} r{k} precision" for p in pools for k in range(1, self.a.rounds + 1)) + \
             " | mean precision, last round | mean balance, last round | mean memorised, last round |"
