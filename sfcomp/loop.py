@@ -7,7 +7,7 @@ A round k, top to bottom (`Loop.run_round`):
                   the whole mix when folds == 1) -> model_f{f}.pt, so a killed round resumes after it (an
                   unreadable one is retrained: same seeds, same model). `--stop heldout`: the steps are a cap;
                   each model is evaluated on its held-out fold and stops when that loss stops improving
-                  (`HeldOutStopping`) -> stop_f{f}.json (steps, cap, reason, loss curve), written before
+                  (`HeldOutStopping`) -> stop_f{f}.json (steps, cap, reason, held-out curve), written before
                   model_f{f}.pt
     3. score      every model embeds every pool sample: one cosine per (sample, model), plus snapshots taken
                   during training; each registered score type (`sfcomp.scoretypes`) turns them into a column
@@ -566,15 +566,16 @@ def _round_total(done: dict) -> float:
 
 
 def _stop_summary(record: dict) -> dict:
-    """A model's stop record without its loss curve (for final_scores.npy.json)."""
-    return {k: v for k, v in record.items() if k != "heldout_loss"}
+    """A model's stop record without its held-out curve (for final_scores.npy.json)."""
+    return {k: v for k, v in record.items() if k != "heldout_curve"}
 
 
 class HeldOutStopping:
     """--stop heldout for one fold model: an `on_step` callback of `sfcomp.train.train_loop`.
 
-    Every `eval_every` steps (and at the cap) the model's contrastive loss is computed, in eval mode without
-    gradients, on a fixed seeded sample of its held-out fold (at most `stop_eval_samples` rows) cut into fixed
+    Every `eval_every` steps (and at the cap) the model's `stop_metric` (default `rank`: 1 - the share of in-batch
+    negatives each pair outscores; or `loss`, the ClipLoss; or `recall`, 1 - recall@1) is computed, in eval mode
+    without gradients, on a fixed seeded sample of its held-out fold (at most `stop_eval_samples` rows) cut into fixed
     batches of the preset's batch size (a batch's loss depends on its size and members: the same batches every
     evaluation; rows beyond whole batches are left out). Training stops when `stop_patience` evaluations in a row
     have not improved on the best by more than `stop_min_delta` (`sfcomp.train.should_stop`); `finish` restores
@@ -591,6 +592,7 @@ class HeldOutStopping:
         self.loop, self.cap, self.timings = loop, cap, timings
         self.every = eval_every(rule, cap)
         self.patience, self.min_delta = int(rule["stop_patience"]), float(rule["stop_min_delta"])
+        self.metric = rule["stop_metric"]
         n = min(len(held_out), int(rule["stop_eval_samples"]))
         b = min(loop.preset["batch_size"], n)
         nb = n // b if b >= 2 else 0  # a batch of one has no negatives: its loss is 0
@@ -601,9 +603,13 @@ class HeldOutStopping:
         self.last_step = 0
 
     def loss(self, model) -> float:
-        """Mean per-batch held-out ClipLoss (identical on every rank)."""
+        """Mean per-batch held-out ClipLoss, or the `stop_metric`'s miss (sfcomp.workdir.STOP_METRICS; identical
+        on every rank)."""
         from .distributed import all_gather
-        from .train import clip_loss_of_embeddings
+        from .train import clip_loss_of_embeddings, rank_miss_of_embeddings, recall_miss_of_embeddings
+
+        metric = {"recall": lambda i, t, _: recall_miss_of_embeddings(i, t),
+                  "rank": lambda i, t, _: rank_miss_of_embeddings(i, t)}.get(self.metric, clip_loss_of_embeddings)
 
         loop = self.loop
         mine = self.batches[loop.rank::loop.world]
@@ -613,7 +619,7 @@ class HeldOutStopping:
             img, txt = loop.data.embed(model, rows, loop.preset, loop.device, progress=False)
             scale = float(model.logit_scale.detach().exp().item())
             pos = np.searchsorted(rows, mine)
-            losses = [clip_loss_of_embeddings(img[p], txt[p], scale) for p in pos]
+            losses = [metric(img[p], txt[p], scale) for p in pos]
         model.train()
         if loop.world > 1:
             parts = all_gather(losses)
@@ -652,4 +658,4 @@ class HeldOutStopping:
                 "samples_evaluated": int(len(self.curve) * n_batches * b),
                 "kept": "best evaluation" if best is not None else "last step (held-out fold too small to evaluate)",
                 "best_step": self.curve[best][0] if best is not None else taken,
-                "heldout_loss": self.curve}
+                "metric": self.metric, "heldout_curve": self.curve}

@@ -254,3 +254,33 @@ def clip_loss_of_embeddings(img: np.ndarray, txt: np.ndarray, logit_scale: float
         return float((lse - np.diag(z)).mean())
 
     return (ce(logits) + ce(logits.T)) / 2
+
+
+def recall_miss_of_embeddings(img: np.ndarray, txt: np.ndarray) -> float:
+    """1 - the mean of image->text and text->image in-batch recall@1 of one batch of L2-normalised, row-paired
+    embeddings (a row counts as retrieved when its own pair scores strictly highest)."""
+    sim = np.asarray(img, np.float64) @ np.asarray(txt, np.float64).T
+    diag = np.diag(sim)
+    off = sim - np.diag(np.full(len(diag), np.inf))  # its own pair out of the comparison
+    i2t = (diag > off.max(1)).mean()
+    t2i = (diag > off.max(0)).mean()
+    return float(1.0 - (i2t + t2i) / 2)
+
+
+def rank_miss_of_embeddings(img: np.ndarray, txt: np.ndarray) -> float:
+    """1 - the mean share of in-batch negatives a row's own pair outscores (ties count half), image->text and
+    text->image averaged: 0 when every pair beats every negative, about 0.5 for unrelated pairs."""
+    sim = np.asarray(img, np.float64) @ np.asarray(txt, np.float64).T
+    n = len(sim)
+    if n < 2:
+        return 0.0
+    diag = np.diag(sim)
+    eye = np.eye(n, dtype=bool)
+
+    def share(beats: np.ndarray, ties: np.ndarray) -> float:
+        return float(((beats & ~eye).sum() + 0.5 * (ties & ~eye).sum()) / (n * (n - 1)))
+
+    i2t = share(diag[:, None] > sim, diag[:, None] == sim)
+    t2i = share(diag[None, :] > sim, diag[None, :] == sim)
+    return 1.0 - (i2t + t2i) / 2
+

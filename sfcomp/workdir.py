@@ -108,6 +108,14 @@ STOP_RULES = ("fixed", "heldout")
 # --stop heldout's preset keys and their defaults (a preset without them works); stop_eval_every None means
 # max(5, cap // 20) evaluations' spacing for a model trained at most `cap` steps
 STOP_DEFAULTS = {"stop_eval_every": None, "stop_patience": 3, "stop_min_delta": 1e-3, "stop_eval_samples": 1024}
+# what the held-out evaluation minimises over the fixed batches: `loss`, their mean ClipLoss; `recall`, 1 - their
+# mean in-batch recall@1; `rank`, 1 - the mean share of in-batch negatives each pair outscores (both directions).
+# A noisy pair adds a loss that grows as the model grows confident, but a constant to recall (0) and to rank
+# (about 0.5), so under heavy noise those follow the clean pairs; rank is the finer-grained of the two
+STOP_METRICS = ("loss", "recall", "rank")
+# rank, from the step sweep (docs/bench/sweep_steps.md): on two 20k pools with 60-70% noise the held-out loss rose
+# or stalled while the ranking still improved, and stopped 0.10-0.14 clean share below the best fixed step count
+STOP_METRIC_DEFAULT = "rank"
 
 
 def check_stop(stop: str, folds: int, snapshots: list[float]) -> None:
@@ -134,6 +142,11 @@ def stop_rule(preset: dict) -> dict:
     v = rule["stop_min_delta"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
         raise BadInputError(None, f"preset {name!r}: stop_min_delta must be a number >= 0, got {v!r}")
+    metric = preset.get("stop_metric", STOP_METRIC_DEFAULT)
+    if metric not in STOP_METRICS:
+        raise BadInputError(None, f"preset {name!r}: stop_metric must be one of {', '.join(STOP_METRICS)}, "
+                                  f"got {metric!r}")
+    rule["stop_metric"] = metric
     return rule
 
 
@@ -223,7 +236,7 @@ class Workdir:
         return self.round_dir(k) / f"model_f{f}.pt"
 
     def stop_file(self, k: int, f: int) -> Path:
-        """--stop heldout: how fold f's model stopped (steps, cap, reason, held-out loss curve)."""
+        """--stop heldout: how fold f's model stopped (steps, cap, reason, metric, held-out curve)."""
         return self.round_dir(k) / f"stop_f{f}.json"
 
     def snapshot_file(self, k: int, f: int) -> Path:

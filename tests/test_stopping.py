@@ -91,7 +91,7 @@ def _models(done: dict) -> list[dict]:
 
 @needs_pool
 def test_report_records_each_models_heldout_loss_curve(heldout):
-    curves = [m["heldout_loss"] for m in heldout["report"]["stopping"]]
+    curves = [m["heldout_curve"] for m in heldout["report"]["stopping"]]
     assert len(curves) == 2 and all(c and all(step % EVERY == 0 for step, _ in c) for c in curves)
 
 
@@ -165,7 +165,7 @@ def test_runs_to_the_cap_when_patience_exceeds_the_evaluations(base):
     preset = _preset(base["root"], "micro-cap", stop_patience=9)
     assert _round(base, w, preset, "--steps", str(CAP), "--stop", "heldout")[0] == 0
     done = json.loads((w / "round_00" / "done.json").read_text())
-    assert [(m["steps"], m["stop_reason"], len(m["heldout_loss"])) for m in done["stopping"]] == [(40, "cap", 8)] * 2
+    assert [(m["steps"], m["stop_reason"], len(m["heldout_curve"])) for m in done["stopping"]] == [(40, "cap", 8)] * 2
 
 
 @needs_pool
@@ -224,7 +224,7 @@ def test_two_ranks_take_the_single_process_decisions(base):
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = (json.loads((w / "round_00" / "done.json").read_text()) for w in (one, two))
     summary = [[(m["steps"], m["stop_reason"], m["eval_samples"]) for m in d["stopping"]] for d in (a, b)]
-    curves = [[loss for m in d["stopping"] for _, loss in m["heldout_loss"]] for d in (a, b)]
+    curves = [[loss for m in d["stopping"] for _, loss in m["heldout_curve"]] for d in (a, b)]
     assert b["world_size"] == 2 and summary[0] == summary[1] and summary[0][0][2] == 48 and \
         curves[1] == pytest.approx(curves[0], rel=1e-4)
 
@@ -254,3 +254,82 @@ def test_round0_from_a_heldout_workdir_keeps_its_stop_records(base, heldout, tmp
               "--round0-from", heldout["work"])
     assert r[0] == 0 and json.loads((tmp_path / "w" / "round_00" / "done.json").read_text())["stopping"] == \
         _models(heldout["done"])
+
+
+# ------------------------------------------------------------------------------------------ stop_metric: recall
+def test_recall_miss_of_perfect_pairs_is_zero():
+    import numpy as np
+
+    from sfcomp.train import recall_miss_of_embeddings
+
+    e = np.eye(4)
+    assert recall_miss_of_embeddings(e, e) == 0.0
+
+
+def test_recall_miss_counts_each_direction():
+    """Rows 0 and 1 have swapped texts: both directions miss 2 of 4 rows, a miss of 0.5."""
+    import numpy as np
+
+    from sfcomp.train import recall_miss_of_embeddings
+
+    img = np.eye(4)
+    assert recall_miss_of_embeddings(img, img[[1, 0, 2, 3]]) == 0.5
+
+
+def test_recall_miss_is_not_fooled_by_a_tie():
+    """A text equally close to two images is retrieved by neither."""
+    import numpy as np
+
+    from sfcomp.train import recall_miss_of_embeddings
+
+    assert recall_miss_of_embeddings(np.ones((2, 2)) / np.sqrt(2), np.ones((2, 2)) / np.sqrt(2)) == 1.0
+
+
+def test_the_rule_records_its_metric_rank_by_default():
+    from sfcomp.workdir import stop_rule
+
+    assert (stop_rule({"name": "p"})["stop_metric"], stop_rule({"name": "p", "stop_metric": "loss"})["stop_metric"]) \
+        == ("rank", "loss")
+
+
+@needs_pool
+def test_unknown_stop_metric_is_one_line_error_and_leaves_nothing(base):
+    w = base["root"] / "badmetric"
+    p = _preset(base["root"], "micro-badmetric", stop_metric="accuracy")
+    r = _round(base, w, p, "--steps", str(CAP), "--stop", "heldout")
+    H.assert_one_line_error(r, None, "stop_metric must be one of loss, recall", "'accuracy'")
+    assert not w.exists()
+
+
+@needs_pool
+def test_recall_metric_records_its_curve(base):
+    w = base["root"] / "recall"
+    r = _round(base, w, _preset(base["root"], "micro-recall", stop_metric="recall"), "--steps", str(CAP),
+               "--stop", "heldout")
+    assert r[0] == 0, r
+    models = json.loads((w / "round_00" / "stop_f0.json").read_text())
+    curve = models["heldout_curve"]
+    assert (models["metric"], all(0.0 <= v <= 1.0 for _, v in curve), len(curve) > 0) == ("recall", True, True)
+
+
+def test_rank_miss_of_perfect_pairs_is_zero_and_of_ties_one_half():
+    import numpy as np
+
+    from sfcomp.train import rank_miss_of_embeddings
+
+    e = np.eye(4)
+    assert (rank_miss_of_embeddings(e, e), rank_miss_of_embeddings(np.ones((3, 2)), np.ones((3, 2)))) == (0.0, 0.5)
+
+
+def test_rank_miss_counts_the_negatives_a_pair_loses_to():
+    """Rows 0 and 1 of 4 orthogonal rows have swapped texts: each of them loses to 1 negative and ties 2 (a tie
+    counts half: 1 of 3), rows 2 and 3 beat all 3."""
+    import numpy as np
+
+    from sfcomp.train import rank_miss_of_embeddings
+
+    img = np.eye(4)
+    txt = img[[1, 0, 2, 3]]
+    # image->text, row 0: own pair sim 0; negatives: txt1 (=e0) sim 1 (loses), txt2, txt3 sim 0 (ties): 1/3 share
+    # rows 2, 3: own sim 1 beats all 3. share = (1 + 1 + 3 + 3) / 12 = 2/3, the same text->image: miss 1/3
+    assert abs(rank_miss_of_embeddings(img, txt) - 1 / 3) < 1e-12
