@@ -53,6 +53,26 @@ def sfcomp(*args: str, log) -> subprocess.CompletedProcess:
     return r
 
 
+def append_log(path: Path, msg: str) -> None:
+    """Print a timestamped line and append it to `path` (a driver's log in its output folder)."""
+    line = f"[{datetime.now().strftime('%H:%M:%S')}] {msg}"
+    print(line, flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+def write_results(out: Path, stem: str, md: str, fields: dict, t0: float) -> None:
+    """OUT/STEM.md, and OUT/STEM.json with the command, date, machine and total time before `fields`."""
+    with atomic_open(out / f"{stem}.md", "w") as f:
+        f.write(md)
+    write_json(out / f"{stem}.json", {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, **fields,
+        "total_s": round(time.time() - t0, 1)})
+
+
 def command_available(name: str) -> str | None:
     """None if `sfcomp NAME` can be imported, else the reason."""
     from sfcomp.cli import COMMANDS

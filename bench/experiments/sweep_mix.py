@@ -20,18 +20,14 @@ within `--tie` of the best count as tied and the larger random fraction (then to
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from run_all import sfcomp
-from sfcomp.atomic import atomic_open, write_json
+from run_all import append_log, sfcomp, write_results
 from sfcomp.scoretypes import SCORE_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,11 +95,7 @@ class Sweep:
         self.timings: dict[str, float] = {}
 
     def log(self, msg: str) -> None:
-        line = f"[{datetime.now().strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "sweep.log", "a") as f:
-            f.write(line + "\n")
+        append_log(self.out / "sweep.log", msg)
 
     def cells(self) -> list[tuple[str, str]]:
         """The first of --scores over every --mixes, the others over --other-score-mixes."""
@@ -221,14 +213,8 @@ class Sweep:
             rows += self.run_pool(p)
         choice = self.choose(rows)
         md = self.markdown(rows, choice, pools)
-        with atomic_open(self.out / "sweep.md", "w") as f:
-            f.write(md)
-        write_json(self.out / "sweep.json", {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "pools": [str(p) for p in pools], "args": vars(self.a), "rows": rows, "choice": choice,
-            "timings_s": self.timings, "total_s": round(time.time() - t0, 1)})
+        write_results(self.out, "sweep", md, {"pools": [str(p) for p in pools], "args": vars(self.a), "rows": rows,
+                                              "choice": choice, "timings_s": self.timings}, t0)
         print(md)
         return 0
 

@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
-from run_all import sfcomp
+from run_all import append_log, sfcomp, write_results
 from sweep_mix import load_truth, measure
-from sfcomp.atomic import atomic_open, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,11 +92,7 @@ class StepSweep:
         self.timings: dict[str, float] = {}
 
     def log(self, msg: str) -> None:
-        line = f"[{datetime.now().strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "sweep_steps.log", "a") as f:
-            f.write(line + "\n")
+        append_log(self.out / "sweep_steps.log", msg)
 
     def run_arm(self, pool: Path, arm: str) -> None:
         work = self.out / pool.name / arm
@@ -148,14 +140,8 @@ class StepSweep:
         rows = [r for p in pools for r in self.rows_of(p)]
         verdicts = verdict(rows, self.a.rule, self.a.tolerance, self.a.compute_factor)
         md = markdown(rows, verdicts, self.a)
-        with atomic_open(self.out / "sweep_steps.md", "w") as f:
-            f.write(md)
-        write_json(self.out / "sweep_steps.json", {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-            "pools": [str(p) for p in pools], "args": vars(self.a), "rows": rows, "verdicts": verdicts,
-            "timings_s": self.timings, "total_s": round(time.time() - t0, 1)})
+        write_results(self.out, "sweep_steps", md, {"pools": [str(p) for p in pools], "args": vars(self.a), "rows": rows,
+                                              "verdicts": verdicts, "timings_s": self.timings}, t0)
         print(md)
         return 0
 
