@@ -3,7 +3,9 @@
 As DataComp's train.py: `--dataset-type webdataset --dataset-resampled` (sampling with replacement, so samples
 seen is fixed whatever the subset size), `--train-num-samples = samples seen / num_checkpoints` over
 `num_checkpoints` epochs, per-GPU batch = global batch / (world size * accum_freq), `--resume latest`,
-`--save-most-recent`. Multi-GPU: `torchrun --nproc_per_node N -m sfcomp.eval.train --scale small --data DIR --out OUT`.
+`--save-most-recent`. One difference: the sample shuffle is seeded (eval/sample_shuffle.py), so one seed fixes
+the data order (DataComp's runs leave it to the clock).
+Multi-GPU: `torchrun --nproc_per_node N -m sfcomp.eval.train --scale small --data DIR --out OUT`.
 The finished run writes OUT/info.json (and DataComp's info.pkl), pointing at the final checkpoint.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sfcomp.atomic import atomic_open, write_json
 from sfcomp.errors import BadInputError
 
 from .reshard import shard_pattern
+from .sample_shuffle import seeded_sample_shuffle
 from .scales import get_scale, register_models
 
 
@@ -147,7 +150,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, scale: str = "tiny", 
               if isinstance(lg, logging.Logger)}
     root_level = root_logger.level
     try:
-        result = open_clip_main(args)
+        with seeded_sample_shuffle(seed, rank) as shuffles:
+            result = open_clip_main(args)
     finally:
         root_logger.setLevel(root_level)
         for key, lg in list(logging.root.manager.loggerDict.items()):
@@ -161,7 +165,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, scale: str = "tiny", 
     if result == -1 or (rank == 0 and not checkpoint.exists()):
         raise RuntimeError(f"open_clip training failed (see {out / name / 'out.log'})")
     info = {**settings, "checkpoint": str(checkpoint), "model": cfg["model"], "trainer_args": args,
-            "sfcomp_version": SFCOMP_VERSION, "open_clip_version": _version("open_clip_torch")}
+            "sfcomp_version": SFCOMP_VERSION, "open_clip_version": _version("open_clip_torch"),
+            # open_clip_train's own sample shuffle is seeded by pid and clock; sfcomp seeds it (sample_shuffle.py)
+            "sample_shuffle": "seeded" if shuffles else "webdataset default (unseeded)"}
     if rank == 0:
         write_json(info_path, info)
         with atomic_open(out / "info.pkl", "wb") as f:  # what DataComp's evaluate.py reads
