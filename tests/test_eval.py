@@ -421,6 +421,21 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
     assert "library's defaults, overriding --steps 100 --rounds 2" in out  # what differs from the defaults is named
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
+    # --only: a reduced bench runs no loop that none of its arms needs, and the equal-compute arm still needs it
+    def plan(*only: str) -> str:
+        r = subprocess.run([sys.executable, str(ROOT / "bench" / "experiments" / "run_all.py"), "--pool", str(root),
+                            "--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "out"), "--dry-run",
+                            "--rounds", "2", *only], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    reduced = plan("--only", "no_filter,random", "--no-equal-compute")
+    assert "would run: sfcomp run " not in reduced and "no selected arm needs the self-filtering loop" in reduced
+    assert "--method no_filter --seed 2" in reduced and "--method random_30 --seed 0" in reduced
+    assert "--method clip_b32_30" not in reduced and "--method sf_" not in reduced
+    assert "would run: sfcomp run " in plan("--only", "no_filter")  # no_filter_eqc_r2 needs the loop's FLOPs
+    assert "would run: sfcomp run " in plan("--only", "sf_t30r0")
+
 
 def test_standing_against_references_gap_closed_and_spread():
     from sfcomp.eval.compare import MethodRow, Run, standing

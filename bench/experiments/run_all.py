@@ -384,14 +384,23 @@ class Bench:
         other arms seed-major (a bench stopped early has every baseline at the same number of seeds)."""
         self.executor = Scheduler(1 if self.a.dry_run else self.a.jobs)
         try:
-            if self.loops:
+            if self.loops and self.loops_wanted():
                 self.executor.submit(0, self.start_loops)
+            elif self.loops:
+                self.log(f"--only {self.a.only}: no selected arm needs the self-filtering loop; not run")
             for s in self.seeds:
                 for arm, by_seed in list(self.arms):
                     self.submit(arm, s, by_seed[s])
             self.executor.wait()
         finally:
             self.executor.close()
+
+    def loops_wanted(self) -> bool:
+        """Whether a selected arm (--only) needs the loop: a self-filtering arm, or the equal-compute arm."""
+        arms = [arm for _, _, loop_arms in self.loops for arm, _ in loop_arms]
+        if self.a.equal_compute:
+            arms.append(f"no_filter_eqc_r{self.a.rounds}")
+        return any(self.wanted(arm) for arm in arms)
 
     def start_loops(self) -> None:
         tag, args, arms = self.loops[0]
