@@ -144,6 +144,8 @@ class Loop:
         # truth.parquet, when it covers every sample of the pool (the report's precision figures)
         truth = read_truth(truth_path(self.pool.root)) if has_truth(self.pool.root) else None
         self.truth = truth if truth is not None and (truth.locate(self.data.uids) >= 0).all() else None
+        # what this run made, so that a run refused later (--budget below round 0) can take it back
+        self._made = {"config": config_json is not None and self.rank == 0, "workdir": not self.workdir.exists()}
         if config_json is not None and self.rank == 0:  # only once the pool has opened: a refused run leaves none
             self.wd.write_config(config_json)
 
@@ -191,7 +193,8 @@ class Loop:
     def run(self, rounds: int, budget: float | None = None) -> list[dict]:
         """Rounds 0..rounds-1 (finished ones kept). With `budget` R, stop before a round whose predicted FLOPs
         (the previous round's, or round 0's estimate) would take the loop past R x the final training; then
-        `stop_reason` says so."""
+        `stop_reason` says so. A budget that does not fit round 0 is refused (BadInputError), taking back the
+        config.json and workdir this run made."""
         if rounds < 1:
             raise BadInputError(None, f"--rounds must be >= 1, got {rounds}")
         check_accounting(None, None, budget)
@@ -203,6 +206,12 @@ class Loop:
                 predicted = _round_total(out[-1]) if out else self.round0_estimate()["total_flops"]
                 final = self.final_training()
                 if so_far + predicted > budget * final["flops"]:
+                    if k == 0:
+                        self._take_back()
+                        raise BadInputError(None, f"--budget {budget:g} does not fit round 0: its estimated "
+                                                  f"{predicted:.3g} FLOPs are {predicted / final['flops']:.4g} x the "
+                                                  f"final training ({final['scale']}: {final['model']}, "
+                                                  f"{final['samples_seen']} samples seen)")
                     self.stop_reason = (f"stopped before round {k}: its predicted {predicted:.3g} FLOPs would take "
                                         f"the loop to {(so_far + predicted) / final['flops']:.4g} x the final "
                                         f"training ({final['scale']}: {final['model']}, {final['samples_seen']} "
@@ -210,6 +219,13 @@ class Loop:
                     break
             out.append(done if done is not None else self.run_round(k))
         return out
+
+    def _take_back(self) -> None:
+        """Remove what this run wrote before any round started: its config.json, and the workdir it created."""
+        if self._made["config"]:
+            (self.workdir / "config.json").unlink(missing_ok=True)
+        if self._made["workdir"] and self.rank == 0 and self.workdir.is_dir() and not any(self.workdir.iterdir()):
+            self.workdir.rmdir()
 
     # ---- compute accounting (sfcomp.flops)
     def final_training(self) -> dict:

@@ -114,6 +114,19 @@ def test_budget_too_small_stops_before_round_1(base, one_round):
         (code, out, err)
 
 
+def test_budget_below_round_0_is_refused_and_leaves_nothing(base, one_round, tmp_path):
+    ratio0 = one_round["report"]["cost_ratio"]
+    work = tmp_path / "work"
+    res = H.cli("run", *_args(base, work, "--final-samples-seen", str(FINAL_SEEN), "--budget", str(0.5 * ratio0)))
+    H.assert_one_line_error(res, None, "does not fit round 0")
+    assert not work.exists()
+    # a workdir that existed (a user's folder) is kept, empty as it was
+    work.mkdir()
+    res = H.cli("run", *_args(base, work, "--final-samples-seen", str(FINAL_SEEN), "--budget", str(0.5 * ratio0)))
+    H.assert_one_line_error(res, None, "does not fit round 0")
+    assert work.is_dir() and not any(work.iterdir())
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])
 def test_budget_not_positive_is_refused_before_anything_is_written(base, tmp_path, value):
     res = H.cli("run", *_args(base, tmp_path / "work", "--budget", value))
