@@ -131,7 +131,6 @@ def run_baseline(a: BaselineArgs, log: Callable[[str], None] = lambda m: print(m
     lang = _language_id(b, a)
     if lang is not None:
         sidecar["language_id"] = lang.describe()
-        log(f"language ID: {lang.note} [{sidecar['language_id'].get('model_file', 'gcld3')}]")
 
     results = b.select(Run(args=a, files=files, file_rows=file_rows, workers=workers, lang=lang, sidecar=sidecar,
                            log=log))
@@ -145,5 +144,7 @@ def run_baseline(a: BaselineArgs, log: Callable[[str], None] = lambda m: print(m
                    stage_counts=counts, versions=_versions(), seconds=round(time.time() - t0, 3),
                    subset=str(a.save_path), sidecar_rule="written beside the subset as <save_path>.json")
     write_json(sidecar_path(a.save_path), sidecar)
+    if lang is not None:  # after the work: a run refused on bad input prints its one error line only
+        log(f"language ID: {lang.note} [{sidecar['language_id'].get('model_file', 'gcld3')}]")
     log(f"{a.name}: kept {len(written)} of {n_pool} rows ({100 * len(written) / n_pool:.2f}%) -> {a.save_path}")
     return sidecar

@@ -376,3 +376,19 @@ def test_error_in_a_worker_process_reaches_the_caller_as_one_line(tmp_path):
 def test_missing_metadata_dir(tmp_path):
     with pytest.raises(BadInputError, match="metadata folder does not exist"):
         run(tmp_path / "nope", "no_filter")
+
+
+def test_language_id_baseline_on_bad_metadata_prints_only_its_error_line(tmp_path):
+    """basic_filter's language-ID note comes after the work, so a refused run's stderr is its one error line."""
+    import _e_harness as H
+
+    rows = [row(i) for i in range(4)]
+    rows[3]["uid"] = "Z" * 32
+    meta = write_pool(tmp_path, rows, n_files=2, npz=False)
+    res = H.cli("baseline", "basic_filter", "--metadata-dir", meta, "--save-path", tmp_path / "b.npy",
+                "--num-workers", "1")
+    H.assert_one_line_error(res, sorted(meta.glob("*.parquet"))[1], "malformed uid at row 1")
+    assert not (tmp_path / "b.npy").exists()
+    ok = H.cli("baseline", "basic_filter", "--metadata-dir", write_pool(tmp_path / "good", [row(i) for i in range(4)]),
+               "--save-path", tmp_path / "g.npy", "--num-workers", "1")
+    assert ok[0] == 0 and "language ID: " in ok[2], ok
