@@ -162,11 +162,16 @@ class Pool:
         """uids of the samples actually in the shards (`u8,u8`, unsorted).
 
         Read from each shard's img2dataset parquet (rows with status "success"), which is fast; a shard
-        without one is scanned tar member by member.
+        without one is scanned tar member by member. A tar that is not a readable file (a dangling link, a
+        folder) counts as a missing shard whatever its parquet says.
         """
         errors = errors if errors is not None else ShardErrors()
 
         def shard_uids(tar: str) -> np.ndarray:
+            tfs, tp = _fs(tar)
+            if _file_size(tfs, tp) is None:  # a dangling link or a folder: its parquet's rows are not readable
+                errors.add("missing_shards", f"{tar}: shard does not exist or is not a readable file")
+                return np.empty(0, U.UID_DTYPE)
             table_path = tar[: -len(".tar")] + ".parquet"
             fs, p = _fs(table_path)
             if fs.exists(p):

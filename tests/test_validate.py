@@ -80,3 +80,22 @@ def test_every_subcommand_has_help():
         r = run(name, "--help")
         assert r.exit_code == 0, (name, r.output)
         assert "unavailable" not in r.output, (name, r.output)
+
+
+def test_a_shard_that_is_a_dangling_link_counts_none_of_its_parquets_uids_as_present(tmp_path):
+    import os
+
+    import pyarrow.parquet as pq
+
+    info = write_tiny_pool(tmp_path / "pool", n=150, seed=6, samples_per_shard=50)
+    shards = tmp_path / "pool" / "shards"
+    victim = sorted(shards.glob("*.tar"))[1]
+    lost = set(pq.read_table(victim.with_suffix(".parquet")).to_pandas().query("status == 'success'")["uid"])
+    assert lost  # its parquet still lists them as downloaded
+    victim.unlink()
+    os.symlink(tmp_path / "nowhere.tar", victim)
+    U.write_subset(tmp_path / "s.npy", U.hex_to_uids(info["uids"]))
+    r = run("validate-subset", tmp_path / "s.npy", "--pool", tmp_path / "pool")
+    assert r.exit_code == 0, r.output
+    present = len(set(info["present"]) - lost)
+    assert f"present in shards {present} " in r.output
