@@ -62,8 +62,8 @@ sweep: install
 
 # issue 12's step sweep: fixed 50/100/200/400 steps a model against `--stop heldout`, on the demo pool, the two
 # sweep pools, a 70%-noise pool whose noise is mostly misaligned captions, and a pool twice the demo's size
-# (Fashion-MNIST has 70k images: the rest are perturbed reposts). Slow on a CPU (5 runs of 3 rounds a pool:
-# roughly 6-10 hours on 2 cores); docs/bench/sweep_steps.md has its first two pools.
+# (Fashion-MNIST has 70k images: the rest are perturbed reposts), each arm with loop seeds 0, 1 and 2. Slow on a
+# CPU (5 arms x 3 seeds x 3 rounds a pool: roughly 20-30 hours on 2 cores); docs/bench/sweep_steps.md has what ran.
 STEP_POOLS ?= $(DEMO_POOL) $(SWEEP_POOLS) $(SWEEP_DIR)/misaligned70 $(SWEEP_DIR)/demo2x
 .PHONY: sweep-steps
 sweep-steps: install

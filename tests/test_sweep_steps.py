@@ -48,18 +48,39 @@ def test_tied_fixed_counts_make_the_cheaper_one_the_bar():
     assert [(x["best_fixed"], x["passes"]) for x in v] == [("fixed100", False)]
 
 
+def test_cells_are_means_over_loop_seeds():
+    rows = [{**_row("fixed200", p, 200.0), "seed": s} for s, p in enumerate((0.80, 0.84))] + \
+           [{**_row("fixed100", p, 100.0), "seed": s} for s, p in enumerate((0.83, 0.79))] + \
+           [{**_row("heldout", p, t), "seed": s} for s, (p, t) in enumerate(((0.81, 180.0), (0.825, 260.0)))]
+    [v] = _verdict(rows)
+    assert (v["best_fixed"], round(v["best_precision"], 4), round(v["best_std"], 4), v["best_seeds"]) == \
+        ("fixed200", 0.82, 0.0283, [0, 1])
+    assert (round(v["rule_precision"], 4), round(v["gap"], 4), round(v["compute_ratio"], 2), v["passes"]) == \
+        (0.8175, 0.0025, 1.1, True)
+
+
 @H.requires_fashion_mnist
 def test_sweep_runs_every_arm_and_tables_every_round(tmp_path):
     pool = H.make_pool(tmp_path / "pool", n=160, seed=4, samples_per_shard=80)
     preset = {**H.MICRO_PRESET, "name": "micro-stop", "stop_eval_every": 2, "stop_eval_samples": 32}
     (tmp_path / "micro.json").write_text(json.dumps(preset))
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, str(SCRIPT), "--pool", str(pool), "--out", str(out), "--steps", "2,4",
-                        "--rule-cap", "6", "--rounds", "2", "--preset", str(tmp_path / "micro.json"), "--jobs", "1"],
-                       capture_output=True, text=True, cwd=H.ROOT)
+    common = [sys.executable, str(SCRIPT), "--pool", str(pool), "--out", str(out), "--rule-cap", "6", "--rounds",
+              "2", "--preset", str(tmp_path / "micro.json"), "--jobs", "1"]
+    r = subprocess.run([*common, "--steps", "2", "--loop-seeds", "0,1"], capture_output=True, text=True, cwd=H.ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "sweep_steps.json").read_text())
-    cells = sorted((x["arm"], x["round"], x["steps"] is not None) for x in res["rows"])
-    assert (cells, [(v["pool"], v["round"]) for v in res["verdicts"]]) == (
-        [("fixed2", 0, False), ("fixed2", 1, False), ("fixed4", 0, False), ("fixed4", 1, False),
-         ("heldout", 0, True), ("heldout", 1, True)], [("pool", 0), ("pool", 1)])
+    cells = sorted((x["arm"], x["seed"], x["round"], x["steps"] is not None) for x in res["rows"])
+    assert cells == [(arm, seed, k, arm == "heldout") for arm in ("fixed2", "heldout") for seed in (0, 1)
+                     for k in (0, 1)]
+    assert [(v["pool"], v["round"], v["best_seeds"], v["rule_seeds"]) for v in res["verdicts"]] == \
+        [("pool", k, [0, 1], [0, 1]) for k in (0, 1)]
+    assert sorted(p.name for p in (out / "pool").iterdir()) == ["fixed2", "fixed2_seed1", "heldout", "heldout_seed1"]
+    # --measure-only runs nothing: an arm not run yet is listed as left out, the finished ones are tabled
+    r = subprocess.run([*common, "--steps", "2,4", "--loop-seeds", "0,1", "--measure-only"], capture_output=True,
+                       text=True, cwd=H.ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "sweep_steps.json").read_text())
+    assert not (out / "pool" / "fixed4").exists() and len(res["rows"]) == 8
+    assert res["missing"] == [f"pool/{d} round {k}" for d in ("fixed4", "fixed4_seed1") for k in (0, 1)]
+    assert "Not finished, left out: pool/fixed4 round 0" in (out / "sweep_steps.md").read_text()

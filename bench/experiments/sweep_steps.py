@@ -1,7 +1,8 @@
 """`make sweep-steps`: fixed training steps per in-loop model against a stopping rule (issue 12, item 6).
 
     python bench/experiments/sweep_steps.py --pool P1 [--pool P2 ...] [--steps 50,100,200,400]
-        [--rule heldout] [--rounds 3] [--folds 2] [--out bench/out/sweep_steps] [--jobs 2]
+        [--rule heldout] [--rounds 3] [--folds 2] [--loop-seeds 0,1,2] [--out bench/out/sweep_steps] [--jobs 2]
+        [--measure-only]
 
 For every pool (each needs truth.parquet): one `sfcomp run` per fixed step count (`--stop fixed --steps S`) and
 one with the rule (`--stop RULE`, its cap the preset's steps unless `--rule-cap`), every other setting the
@@ -10,16 +11,19 @@ library's default. After each round k, the run's own round-k score ranks the poo
 `sweep_mix.measure`), next to the run's compute through round k (the round's done.json: train FLOPs, the
 held-out evaluations' FLOPs, and the total with scoring).
 
-The test the issue sets, per pool and round: the rule's clean share is within `--tolerance` (0.01) of the best
-fixed step count's, and its training compute (train + held-out evaluation FLOPs through that round) is at most
+Every arm runs once per loop seed (`--loop-seeds`; seed 0 in OUT/POOL/ARM, seed s in OUT/POOL/ARM_seed{s}), and
+a cell is the mean over the seeds with their sample std. The test the issue sets, per pool and round, on those
+means: the rule's clean share is within `--tolerance` (0.01) of the best fixed step count's, and its training compute (train + held-out evaluation FLOPs through that round) is at most
 `--compute-factor` (1.25) times that count's. Scoring is the same for every arm (each model scores the whole pool),
 so it is left out of the compute test (it would only make the test easier) and shown in the table.
-Results: OUT/sweep_steps.md, OUT/sweep_steps.json. Resumable: finished rounds are kept.
+Results: OUT/sweep_steps.md, OUT/sweep_steps.json. Resumable: finished rounds are kept. `--measure-only` runs
+nothing and tables the runs finished under OUT (a partial sweep, or runs added seed by seed).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -46,21 +50,44 @@ def round_compute(work: Path, k: int) -> dict:
             "stop_reasons": [s["stop_reason"] for s in stopping] if stopping else None}
 
 
+def arm_dir(out: Path, pool: str, arm: str, seed: int) -> Path:
+    return out / pool / (arm if seed == 0 else f"{arm}_seed{seed}")
+
+
+def seed_means(rows: list[dict]) -> dict[tuple, dict]:
+    """(pool, round, arm) -> the mean over loop seeds of clean share and training compute, the clean share's
+    sample std (0 for one seed) and the seeds. A row without "seed" is seed 0."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["pool"], r["round"], r["arm"]), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        prec = [r["precision"] for r in rs]
+        out[key] = {"arm": key[2], "precision": statistics.fmean(prec),
+                    "std": statistics.stdev(prec) if len(prec) > 1 else 0.0,
+                    "seeds": sorted(r.get("seed", 0) for r in rs),
+                    "train": statistics.fmean(r["train_flops"] + r["eval_flops"] for r in rs),
+                    "steps": [r.get("steps") for r in rs]}
+    return out
+
+
 def verdict(rows: list[dict], rule: str, tolerance: float, factor: float) -> list[dict]:
-    """Per (pool, round): the best fixed arm, the rule's gap to it and its compute ratio, and pass/fail."""
+    """Per (pool, round), on the means over loop seeds: the best fixed arm, the rule's gap to it and its
+    compute ratio, and pass/fail."""
+    means = seed_means(rows)
     out = []
     for pool, k in sorted({(r["pool"], r["round"]) for r in rows}):
-        cell = {r["arm"]: r for r in rows if r["pool"] == pool and r["round"] == k}
-        fixed = [r for a, r in cell.items() if a != rule]
+        cell = {arm: m for (p, kk, arm), m in means.items() if p == pool and kk == k}
+        fixed = [m for a, m in cell.items() if a != rule]
         if rule not in cell or not fixed:
             continue
         # the best fixed count; among counts tied on clean share the cheaper one is the bar (stricter on compute)
-        best = max(fixed, key=lambda r: (r["precision"], -r["train_flops"]))
+        best = max(fixed, key=lambda m: (m["precision"], -m["train"]))
         r = cell[rule]
-        train = lambda x: x["train_flops"] + x["eval_flops"]  # noqa: E731
-        gap, ratio = best["precision"] - r["precision"], train(r) / train(best)
+        gap, ratio = best["precision"] - r["precision"], r["train"] / best["train"]
         out.append({"pool": pool, "round": k, "best_fixed": best["arm"], "best_precision": best["precision"],
-                    "rule_precision": r["precision"], "gap": gap, "compute_ratio": ratio,
+                    "best_std": best["std"], "best_seeds": best["seeds"], "rule_precision": r["precision"],
+                    "rule_std": r["std"], "rule_seeds": r["seeds"], "gap": gap, "compute_ratio": ratio,
                     "passes": bool(gap <= tolerance and ratio <= factor)})
     return out
 
@@ -70,14 +97,20 @@ def markdown(rows: list[dict], verdicts: list[dict], a: argparse.Namespace) -> s
     lines = [f"Clean share of the top {a.fraction:.0%} of each run's own score after round k, and the run's "
              f"training compute through round k (train + held-out evaluation FLOPs; the total with scoring in "
              f"sweep_steps.json). {a.folds} folds, the library's other defaults. Test: the `{a.rule}` rule within "
-             f"{a.tolerance} of the best fixed count, at <= {a.compute_factor} x its training compute.", ""]
+             f"{a.tolerance} of the best fixed count, at <= {a.compute_factor} x its training compute, on the means "
+             f"over loop seeds {','.join(map(str, a.loop_seeds))} (mean ± sample std and n where an arm has more than one).", ""]
     lines += ["| pool | round | " + " | ".join(arms) + " | rule's steps per model | best fixed | gap | compute ratio | passes |",
               "|" + "---|" * (len(arms) + 7)]
+    means = seed_means(rows)
+
+    def shown(m: dict) -> str:
+        spread = f" ± {m['std']:.3f} (n={len(m['seeds'])})" if len(m["seeds"]) > 1 else ""
+        return f"{m['precision']:.3f}{spread} ({m['train']:.3g})"
+
     for v in verdicts:
-        cell = {r["arm"]: r for r in rows if r["pool"] == v["pool"] and r["round"] == v["round"]}
-        vals = [f"{cell[x]['precision']:.3f} ({(cell[x]['train_flops'] + cell[x]['eval_flops']):.3g})"
-                if x in cell else "-" for x in arms]
-        steps = cell[a.rule]["steps"]
+        cell = {arm: m for (p, k, arm), m in means.items() if p == v["pool"] and k == v["round"]}
+        vals = [shown(cell[x]) if x in cell else "-" for x in arms]
+        steps = "; ".join(str(x) for x in cell[a.rule]["steps"])
         lines.append(f"| {v['pool']} | {v['round']} | " + " | ".join(vals) + f" | {steps} | {v['best_fixed']} | "
                      f"{v['gap']:+.3f} | {v['compute_ratio']:.2f} | {'yes' if v['passes'] else '**no**'} |")
     n_pass = sum(v["passes"] for v in verdicts)
@@ -94,10 +127,10 @@ class StepSweep:
     def log(self, msg: str) -> None:
         append_log(self.out / "sweep_steps.log", msg)
 
-    def run_arm(self, pool: Path, arm: str) -> None:
-        work = self.out / pool.name / arm
+    def run_arm(self, pool: Path, arm: str, seed: int) -> None:
+        work = arm_dir(self.out, pool.name, arm, seed)
         args = ["run", "--pool", str(pool), "--workdir", str(work), "--rounds", str(self.a.rounds),
-                "--folds", str(self.a.folds), "--seed", str(self.a.loop_seed), "--quiet"]
+                "--folds", str(self.a.folds), "--seed", str(seed), "--quiet"]
         if arm == self.a.rule:
             args += ["--stop", self.a.rule] + (["--steps", str(self.a.rule_cap)] if self.a.rule_cap else [])
         else:
@@ -108,21 +141,26 @@ class StepSweep:
             args += ["--threads", str(self.a.threads)]
         t0 = time.time()
         r = sfcomp(*args, log=self.log)
-        self.timings[f"{pool.name}/{arm}"] = round(time.time() - t0, 1)
+        self.timings[f"{pool.name}/{work.name}"] = round(time.time() - t0, 1)
         if r.returncode != 0:
             raise SystemExit(f"error: sfcomp run failed for {work}: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
 
-    def rows_of(self, pool: Path) -> list[dict]:
+    def rows_of(self, pool: Path) -> tuple[list[dict], list[str]]:
+        """Rows of every finished (arm, seed, round) under OUT, and the ones not there."""
         truth = load_truth(pool)
-        rows = []
+        rows, missing = [], []
         for arm in arm_tags(self.a.steps, self.a.rule):
-            work = self.out / pool.name / arm
-            for k in range(self.a.rounds):
-                m = measure(work / f"round_{k:02d}" / "scores.npy", "crossfit" if self.a.folds > 1 else "cosine",
-                            truth, self.a.fraction)
-                rows.append({"pool": pool.name, "arm": arm, "round": k, "precision": m["precision"],
-                             "auroc": m["auroc"], **round_compute(work, k)})
-        return rows
+            for seed in self.a.loop_seeds:
+                work = arm_dir(self.out, pool.name, arm, seed)
+                for k in range(self.a.rounds):
+                    if not (work / f"round_{k:02d}" / "done.json").exists():
+                        missing.append(f"{pool.name}/{work.name} round {k}")
+                        continue
+                    m = measure(work / f"round_{k:02d}" / "scores.npy", "crossfit" if self.a.folds > 1 else
+                                "cosine", truth, self.a.fraction)
+                    rows.append({"pool": pool.name, "arm": arm, "seed": seed, "round": k,
+                                 "precision": m["precision"], "auroc": m["auroc"], **round_compute(work, k)})
+        return rows, missing
 
     def run(self) -> int:
         t0 = time.time()
@@ -132,16 +170,23 @@ class StepSweep:
                 print(f"error: {p}: no truth.parquet; the sweep measures clean share against it", file=sys.stderr)
                 return 2
         # the longest runs first, so that two jobs finish together
-        jobs = sorted(((p, arm) for p in pools for arm in arm_tags(self.a.steps, self.a.rule)),
-                      key=lambda pa: -(int(pa[1].removeprefix("fixed")) if pa[1].startswith("fixed") else 300))
-        with ThreadPoolExecutor(max_workers=self.a.jobs) as ex:
-            for f in [ex.submit(self.run_arm, p, arm) for p, arm in jobs]:
-                f.result()
-        rows = [r for p in pools for r in self.rows_of(p)]
+        jobs = sorted(((p, arm, s) for s in self.a.loop_seeds for p in pools
+                       for arm in arm_tags(self.a.steps, self.a.rule)),
+                      key=lambda job: (job[2], -(int(job[1].removeprefix("fixed")) if job[1].startswith("fixed")
+                                                 else 300)))
+        if not self.a.measure_only:
+            with ThreadPoolExecutor(max_workers=self.a.jobs) as ex:
+                for f in [ex.submit(self.run_arm, *job) for job in jobs]:
+                    f.result()
+        measured = [self.rows_of(p) for p in pools]
+        rows = [r for rs, _ in measured for r in rs]
+        missing = [m for _, ms in measured for m in ms]
         verdicts = verdict(rows, self.a.rule, self.a.tolerance, self.a.compute_factor)
         md = markdown(rows, verdicts, self.a)
+        if missing:
+            md += f"\nNot finished, left out: {', '.join(missing)}.\n"
         write_results(self.out, "sweep_steps", md, {"pools": [str(p) for p in pools], "args": vars(self.a), "rows": rows,
-                                              "verdicts": verdicts, "timings_s": self.timings}, t0)
+                                              "verdicts": verdicts, "missing": missing, "timings_s": self.timings}, t0)
         print(md)
         return 0
 
@@ -160,7 +205,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fraction", type=float, default=0.3)
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--compute-factor", type=float, default=1.25)
-    p.add_argument("--loop-seed", type=int, default=0)
+    p.add_argument("--loop-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
+                   help="loop seeds: every arm runs once per seed, cells are means ± std")
+    p.add_argument("--measure-only", action="store_true", help="run nothing: table the runs finished under --out")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--jobs", type=int, default=2, help="loop runs at once")
     return p.parse_args(argv)
