@@ -241,3 +241,26 @@ def apt_install(package: str, no_recommends: bool = False) -> tuple[bool, str]:
     if r.returncode == 0:
         return True, ""
     return False, ((r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"])[0]
+
+
+class ScannedSource(Source):
+    """A source read once into a scan dict (`_scan()`): `split` ({"train", "test"} -> sorted item indices),
+    `pixels`, `texts`, `served` (each item's OwnFile), `labels` ((N,) int64 or None), `clean` ((N,) bool or None)
+    and `reference_size`. `load` and `reference_size` read it; subclasses implement `_scan`."""
+
+    def _scan(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def reference_size(self) -> int:  # type: ignore[override]
+        return self._scan()["reference_size"]
+
+    def load(self, split: str) -> Items:
+        s = self._scan()
+        if split not in s["split"]:
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        idx = s["split"][split]
+        return Items(images=[s["pixels"][i] for i in idx],
+                     labels=None if s["labels"] is None else s["labels"][idx],
+                     texts=[s["texts"][i] for i in idx], files=[s["served"][i] for i in idx],
+                     clean=None if s["clean"] is None else s["clean"][idx])

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError
-from .base import Items, OwnFile, Source
+from .base import OwnFile, ScannedSource
 
 BAD_ROW_KINDS = ("missing_file", "unreadable_image", "empty_caption", "missing_label")
 SERVED_AS_IS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
@@ -96,7 +96,7 @@ def _text(v) -> str:
     return str(v).strip()
 
 
-class FolderSource(Source):
+class FolderSource(ScannedSource):
     """A folder of images and a captions table. Registered unconfigured (`--source folder`); the CLI makes the
     configured one from --images and --captions."""
     name = "folder"
@@ -211,7 +211,7 @@ class FolderSource(Source):
         n_eval = min(SPLIT_MAX, max(1, round(EVAL_FRAC * n)))
         order = np.random.default_rng(0).permutation(n)
         split = {"test": np.sort(order[:n_eval]), "train": np.sort(order[n_eval:])}
-        self._scanned = dict(rows=np.array(rows, np.int64), pixels=pixels, files=files, texts=texts,
+        self._scanned = dict(rows=np.array(rows, np.int64), pixels=pixels, served=files, texts=texts,
                              labels=label_idx, classnames=classnames, split=split, bad=bad, n_table=len(t),
                              clean=np.array(clean, bool) if has_clean else None,
                              reference_size=min(SPLIT_MAX, max(1, round(REF_FRAC * len(split["train"])))))
@@ -221,21 +221,6 @@ class FolderSource(Source):
     @property
     def classnames(self) -> list[str] | None:  # type: ignore[override]
         return None if self.captions_path is None else self._scan()["classnames"]
-
-    @property
-    def reference_size(self) -> int:  # type: ignore[override]
-        return self._scan()["reference_size"]
-
-    def load(self, split: str) -> Items:
-        s = self._scan()
-        if split not in s["split"]:
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-        idx = s["split"][split]
-        return Items(images=[s["pixels"][i] for i in idx],
-                     labels=None if s["labels"] is None else s["labels"][idx],
-                     texts=[s["texts"][i] for i in idx],
-                     files=[s["files"][i] for i in idx],
-                     clean=None if s["clean"] is None else s["clean"][idx])
 
     def item_rows(self, split: str) -> dict[str, list]:
         """Each item's row in the captions table (0-based, header not counted) and its `file` value."""

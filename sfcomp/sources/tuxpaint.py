@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInputError, SfcompError
-from .base import Items, Source, apt_install
+from .base import ScannedSource, apt_install
 
 DEBIAN_PACKAGE = "tuxpaint-stamps-default"
 DEFAULT_DIR = Path("/usr/share/tuxpaint/stamps")
@@ -170,12 +170,13 @@ def scan(folder: Path) -> dict:
     order = np.random.default_rng(0).permutation(n)
     split = {"test": np.sort(order[:n_eval]), "train": np.sort(order[n_eval:])}
     return dict(files=[f[0] for f in keep], categories=categories, labels=np.array([index[f[1]] for f in keep],
-                np.int64), texts=[f[2] for f in keep], pixels=[f[3] for f in keep], own=[f[4] for f in keep],
+                np.int64), texts=[f[2] for f in keep], pixels=[f[3] for f in keep], served=[f[4] for f in keep],
+                clean=np.ones(len(keep), bool),
                 split=split, bad=bad, found=len(found) + sum(v for k, v in bad.items() if k != "lone_category"),
                 reference_size=min(SPLIT_MAX, max(1, round(REF_FRAC * len(split["train"])))))
 
 
-class TuxPaintSource(Source):
+class TuxPaintSource(ScannedSource):
     name = "tuxpaint"
     pool_split, eval_split = "train", "test"
     zeroshot_templates = ZEROSHOT_TEMPLATES
@@ -202,19 +203,6 @@ class TuxPaintSource(Source):
     @property
     def classnames(self) -> list[str]:  # type: ignore[override]
         return [topic(c) for c in self._scan()["categories"]]
-
-    @property
-    def reference_size(self) -> int:  # type: ignore[override]
-        return self._scan()["reference_size"]
-
-    def load(self, split: str) -> Items:
-        s = self._scan()
-        if split not in s["split"]:
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-        idx = s["split"][split]
-        return Items(images=[s["pixels"][i] for i in idx], labels=s["labels"][idx],
-                     texts=[s["texts"][i] for i in idx], files=[s["own"][i] for i in idx],
-                     clean=np.ones(len(idx), bool))
 
     def item_rows(self, split: str) -> dict[str, list]:
         """Each item's PNG (relative to the stamps folder) and its category folder."""
