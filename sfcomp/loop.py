@@ -617,6 +617,8 @@ class HeldOutStopping:
         self.curve: list[list] = []
         self.best_state: dict | None = None
         self.last_step = 0
+        self.ema_decay = rule.get("stop_ema")
+        self.ema = None  # the averaged model (stop_ema): evaluated, kept and stopped on in place of the model
 
     def loss(self, model) -> float:
         """Mean per-batch held-out ClipLoss, or the `stop_metric`'s miss (sfcomp.workdir.STOP_METRICS; identical
@@ -642,17 +644,39 @@ class HeldOutStopping:
             losses = [parts[i % loop.world][i // loop.world] for i in range(len(self.batches))]
         return float(sum(losses) / len(losses))
 
+    def update_ema(self, model) -> None:
+        """ema <- decay * ema + (1 - decay) * weights (buffers copied); the first call starts it at the weights."""
+        import copy
+
+        import torch
+
+        if self.ema is None:
+            self.ema = copy.deepcopy(model).eval()
+            for q in self.ema.parameters():
+                q.grad = None
+                q.requires_grad_(False)
+            return
+        with torch.no_grad():
+            for e, p in zip(self.ema.state_dict().values(), model.state_dict().values()):
+                if e.dtype.is_floating_point:
+                    e.mul_(self.ema_decay).add_(p.detach(), alpha=1 - self.ema_decay)
+                else:
+                    e.copy_(p)
+
     def __call__(self, step: int, model) -> bool:
         self.last_step = step
+        if self.ema_decay is not None and len(self.batches):
+            self.update_ema(model)
         if not len(self.batches) or (step % self.every and step != self.cap):
             return False
         from .train import best_evaluation, should_stop
 
         t0 = time.time()
-        self.curve.append([step, self.loss(model)])
+        judged = self.ema if self.ema is not None else model
+        self.curve.append([step, self.loss(judged)])
         losses = [loss for _, loss in self.curve]
         if best_evaluation(losses, self.min_delta) == len(losses) - 1:
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in judged.state_dict().items()}
         self.timings["heldout_eval_s"] = self.timings.get("heldout_eval_s", 0.0) + time.time() - t0
         return step < self.cap and should_stop(losses, self.patience, self.min_delta)
 
@@ -662,9 +686,10 @@ class HeldOutStopping:
 
         losses = [loss for _, loss in self.curve]
         best = best_evaluation(losses, self.min_delta) if losses else None
-        if best is not None and self.best_state is not None and best != len(losses) - 1:
+        # the best evaluation's weights (with stop_ema: the averaged ones, even at the last evaluation)
+        if best is not None and self.best_state is not None and (best != len(losses) - 1 or self.ema is not None):
             model.load_state_dict(self.best_state)
-        self.best_state = None
+        self.best_state, self.ema = None, None
         taken = self.last_step
         n_batches, b = self.batches.shape
         return {"fold": fold, "cap": self.cap, "steps": taken,
@@ -674,4 +699,5 @@ class HeldOutStopping:
                 "samples_evaluated": int(len(self.curve) * n_batches * b),
                 "kept": "best evaluation" if best is not None else "last step (held-out fold too small to evaluate)",
                 "best_step": self.curve[best][0] if best is not None else taken,
-                "metric": self.metric, "heldout_curve": self.curve}
+                "metric": self.metric, **({"ema": self.ema_decay} if self.ema_decay is not None else {}),
+                "heldout_curve": self.curve}

@@ -116,6 +116,10 @@ STOP_METRICS = ("loss", "recall", "rank")
 # rank, from the step sweep (docs/bench/sweep_steps.md): on two 20k pools with 60-70% noise the held-out loss rose
 # or stalled while the ranking still improved, and stopped 0.10-0.14 clean share below the best fixed step count
 STOP_METRIC_DEFAULT = "rank"
+# stop_ema (optional, a decay per step in (0, 1)): evaluate, keep and stop on an exponential moving average of the
+# weights instead of the weights themselves. Under a cosine schedule to a far cap the raw weights are evaluated
+# at a learning rate that has not decayed, and their held-out curve bumps where an annealed model's would not;
+# an average of the recent iterates stands in for the annealing
 
 
 def check_stop(stop: str, folds: int, snapshots: list[float]) -> None:
@@ -147,6 +151,11 @@ def stop_rule(preset: dict) -> dict:
         raise BadInputError(None, f"preset {name!r}: stop_metric must be one of {', '.join(STOP_METRICS)}, "
                                   f"got {metric!r}")
     rule["stop_metric"] = metric
+    ema = preset.get("stop_ema")
+    if ema is not None:  # only when set: presets without it keep their fingerprints
+        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1:
+            raise BadInputError(None, f"preset {name!r}: stop_ema must be a number in (0, 1), got {ema!r}")
+        rule["stop_ema"] = float(ema)
     return rule
 
 

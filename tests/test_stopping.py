@@ -333,3 +333,44 @@ def test_rank_miss_counts_the_negatives_a_pair_loses_to():
     # image->text, row 0: own pair sim 0; negatives: txt1 (=e0) sim 1 (loses), txt2, txt3 sim 0 (ties): 1/3 share
     # rows 2, 3: own sim 1 beats all 3. share = (1 + 1 + 3 + 3) / 12 = 2/3, the same text->image: miss 1/3
     assert abs(rank_miss_of_embeddings(img, txt) - 1 / 3) < 1e-12
+
+
+def test_stop_ema_is_checked_and_absent_by_default():
+    from sfcomp.errors import BadInputError
+    from sfcomp.workdir import stop_rule
+
+    assert "stop_ema" not in stop_rule({"name": "p"})  # old presets keep their fingerprints
+    assert stop_rule({"name": "p", "stop_ema": 0.9})["stop_ema"] == 0.9
+    for bad in (0, 1, 1.5, True, "0.9"):
+        with pytest.raises(BadInputError, match="stop_ema must be a number in"):
+            stop_rule({"name": "p", "stop_ema": bad})
+
+
+def test_ema_update_is_the_decayed_average_and_starts_at_the_weights():
+    import torch
+
+    from sfcomp.loop import HeldOutStopping
+
+    rule = object.__new__(HeldOutStopping)  # update_ema reads only these two
+    rule.ema, rule.ema_decay = None, 0.75
+    model = torch.nn.Linear(3, 2)
+    w0 = model.weight.detach().clone()
+    rule.update_ema(model)
+    assert torch.equal(rule.ema.weight, w0) and not rule.ema.weight.requires_grad
+    with torch.no_grad():
+        model.weight.add_(4.0)
+    rule.update_ema(model)
+    assert torch.allclose(rule.ema.weight, 0.75 * w0 + 0.25 * (w0 + 4.0))
+    assert torch.equal(model.weight, w0 + 4.0)  # the model itself is untouched
+
+
+@needs_pool
+def test_ema_rule_records_its_decay_and_keeps_the_best_evaluation(base):
+    w = base["root"] / "ema"
+    r = _round(base, w, _preset(base["root"], "micro-ema", stop_ema=0.8), "--steps", str(CAP), "--stop", "heldout")
+    assert r[0] == 0, r
+    for f in (0, 1):
+        rec = json.loads((w / "round_00" / f"stop_f{f}.json").read_text())
+        assert (rec["ema"], rec["kept"], rec["steps"] <= CAP) == (0.8, "best evaluation", True)
+        assert rec["best_step"] in [s for s, _ in rec["heldout_curve"]]
+    assert json.loads((w / "config.json").read_text())["loop"]["stop_rule"]["stop_ema"] == 0.8
