@@ -124,6 +124,8 @@ def load_preset(name_or_path: str | os.PathLike | dict) -> dict:
         raise BadInputError(source, "model_cfg.vision_cfg.image_size differs from image_size")
     if cfg.get("text_cfg", {}).get("context_length", preset["context_length"]) != preset["context_length"]:
         raise BadInputError(source, "model_cfg.text_cfg.context_length differs from context_length")
+    if preset.get("lr_schedule", "cosine") not in ("cosine", "const"):  # sfcomp.train.LR_SCHEDULES
+        raise BadInputError(source, f"lr_schedule must be cosine or const, got {preset['lr_schedule']!r}")
     return preset
 
 

@@ -35,6 +35,20 @@ def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * e / es)) * base_lr
 
 
+LR_SCHEDULES = ("cosine", "const")  # open_clip's --lr-scheduler names
+
+
+def learning_rate(step: int, preset: dict, total: int) -> float:
+    """The preset's `lr_schedule` (default `cosine`, to 0 at `total`; `const`: warmup, then `lr` throughout, so
+    that a model early-stopped before `total` was not on a schedule tied to it)."""
+    schedule = preset.get("lr_schedule", "cosine")
+    if schedule == "const":
+        return preset["lr"] * (step + 1) / preset["warmup"] if step < preset["warmup"] else preset["lr"]
+    if schedule != "cosine":
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    return cosine_lr(step, preset["lr"], preset["warmup"], total)
+
+
 def make_optimizer(model, preset: dict):
     """AdamW; no weight decay on gains, biases, embeddings' scale and logit_scale (as open_clip's trainer)."""
     import torch
@@ -176,7 +190,7 @@ def train_loop(model, batches: Iterable, preset: dict, steps: int, device="cpu",
         wait_s += time.perf_counter() - t_wait
         if step >= steps:
             break
-        lr = cosine_lr(step, preset["lr"], preset["warmup"], steps)
+        lr = learning_rate(step, preset, steps)
         for g in opt.param_groups:
             g["lr"] = lr
         x = to_model_input(images, preset, device)

@@ -115,3 +115,25 @@ def test_training_is_deterministic_and_embeddings_batch_independent():
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
     small_batches = embed_arrays(model, imgs, toks, batch_size=7, preset=preset)
     np.testing.assert_allclose(small_batches[1], txt, atol=1e-5)
+
+
+def test_const_schedule_warms_up_then_holds_and_cosine_is_the_default():
+    from sfcomp.train import cosine_lr, learning_rate
+
+    p = {"lr": 1e-3, "warmup": 10}
+    assert [learning_rate(s, {**p, "lr_schedule": "const"}, 100) for s in (0, 9, 10, 99, 500)] == \
+        [1e-4, 1e-3, 1e-3, 1e-3, 1e-3]
+    assert [learning_rate(s, p, 100) for s in (0, 50, 99)] == [cosine_lr(s, 1e-3, 10, 100) for s in (0, 50, 99)]
+
+
+def test_unknown_lr_schedule_is_refused(tmp_path):
+    import json
+
+    import pytest
+
+    from sfcomp.errors import BadInputError
+    from sfcomp.model import load_preset
+
+    (tmp_path / "p.json").write_text(json.dumps({"extends": "tiny", "name": "p", "lr_schedule": "linear"}))
+    with pytest.raises(BadInputError, match="lr_schedule must be cosine or const, got 'linear'"):
+        load_preset(str(tmp_path / "p.json"))
