@@ -64,10 +64,13 @@ def test_sweep_runs_every_arm_and_tables_every_round(tmp_path):
     pool = H.make_pool(tmp_path / "pool", n=160, seed=4, samples_per_shard=80)
     preset = {**H.MICRO_PRESET, "name": "micro-stop", "stop_eval_every": 2, "stop_eval_samples": 32}
     (tmp_path / "micro.json").write_text(json.dumps(preset))
+    (tmp_path / "micro-ema.json").write_text(json.dumps({**preset, "name": "micro-ema", "lr_schedule": "const",
+                                                          "stop_ema": 0.8}))
     out = tmp_path / "out"
     common = [sys.executable, str(SCRIPT), "--pool", str(pool), "--out", str(out), "--rule-cap", "6", "--rounds",
               "2", "--preset", str(tmp_path / "micro.json"), "--jobs", "1"]
-    r = subprocess.run([*common, "--steps", "2", "--loop-seeds", "0,1"], capture_output=True, text=True, cwd=H.ROOT)
+    r = subprocess.run([*common, "--steps", "2", "--loop-seeds", "0,1", "--rule-preset", str(tmp_path / "micro-ema.json")],
+                       capture_output=True, text=True, cwd=H.ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "sweep_steps.json").read_text())
     cells = sorted((x["arm"], x["seed"], x["round"], x["steps"] is not None) for x in res["rows"])
@@ -76,9 +79,14 @@ def test_sweep_runs_every_arm_and_tables_every_round(tmp_path):
     assert [(v["pool"], v["round"], v["best_seeds"], v["rule_seeds"]) for v in res["verdicts"]] == \
         [("pool", k, [0, 1], [0, 1]) for k in (0, 1)]
     assert sorted(p.name for p in (out / "pool").iterdir()) == ["fixed2", "fixed2_seed1", "heldout", "heldout_seed1"]
+    # --rule-preset: the rule arm alone takes it (here a constant rate and averaged weights, as the probe's)
+    cfg = {d: json.loads((out / "pool" / d / "config.json").read_text()) for d in ("heldout", "fixed2")}
+    assert (cfg["heldout"]["preset"]["name"], cfg["heldout"]["preset"]["lr_schedule"],
+            cfg["heldout"]["loop"]["stop_rule"]["stop_ema"], cfg["fixed2"]["preset"]["name"]) == \
+        ("micro-ema", "const", 0.8, "micro-stop")
     # --measure-only runs nothing: an arm not run yet is listed as left out, the finished ones are tabled
-    r = subprocess.run([*common, "--steps", "2,4", "--loop-seeds", "0,1", "--measure-only"], capture_output=True,
-                       text=True, cwd=H.ROOT)
+    r = subprocess.run([*common, "--steps", "2,4", "--loop-seeds", "0,1", "--measure-only", "--rule-preset",
+                        str(tmp_path / "micro-ema.json")], capture_output=True, text=True, cwd=H.ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "sweep_steps.json").read_text())
     assert not (out / "pool" / "fixed4").exists() and len(res["rows"]) == 8

@@ -131,12 +131,14 @@ class StepSweep:
         work = arm_dir(self.out, pool.name, arm, seed)
         args = ["run", "--pool", str(pool), "--workdir", str(work), "--rounds", str(self.a.rounds),
                 "--folds", str(self.a.folds), "--seed", str(seed), "--quiet"]
+        preset = self.a.preset
         if arm == self.a.rule:
             args += ["--stop", self.a.rule] + (["--steps", str(self.a.rule_cap)] if self.a.rule_cap else [])
+            preset = self.a.rule_preset or preset
         else:
             args += ["--stop", "fixed", "--steps", arm.removeprefix("fixed")]
-        if self.a.preset:
-            args += ["--preset", self.a.preset]
+        if preset:
+            args += ["--preset", preset]
         if self.a.threads:
             args += ["--threads", str(self.a.threads)]
         t0 = time.time()
@@ -200,6 +202,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rule", default="heldout", help="the `sfcomp run --stop` rule measured against them")
     p.add_argument("--rule-cap", type=int, default=None, help="the rule's cap (default: the preset's steps)")
     p.add_argument("--preset", default=None, help="in-loop preset (default: the library's)")
+    p.add_argument("--rule-preset", default=None,
+                   help="the rule arm's own preset (default: --preset), e.g. bench/experiments/presets/tiny-const-ema.json")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--folds", type=int, default=2)
     p.add_argument("--fraction", type=float, default=0.3)
