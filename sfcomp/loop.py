@@ -632,13 +632,14 @@ class HeldOutStopping:
         loop = self.loop
         mine = self.batches[loop.rank::loop.world]
         losses: list[float] = []
+        training = model.training  # the training model goes back to training, the averaged one stays in eval
         if mine.size:
             rows = np.unique(mine)
             img, txt = loop.data.embed(model, rows, loop.preset, loop.device, progress=False)
             scale = float(model.logit_scale.detach().exp().item())
             pos = np.searchsorted(rows, mine)
             losses = [metric(img[p], txt[p], scale) for p in pos]
-        model.train()
+        model.train(training)
         if loop.world > 1:
             parts = all_gather(losses)
             losses = [parts[i % loop.world][i // loop.world] for i in range(len(self.batches))]

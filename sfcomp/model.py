@@ -23,6 +23,8 @@ import numpy as np
 
 from .errors import BadInputError
 
+LR_SCHEDULES = ("cosine", "const")  # a preset's lr_schedule (open_clip's --lr-scheduler names); the first is the default
+
 PRESET_DIR = Path(__file__).parent / "presets"
 REQUIRED_KEYS = ("name", "model_cfg", "image_size", "context_length", "batch_size", "lr", "wd", "warmup",
                  "beta2", "cache")
@@ -124,8 +126,8 @@ def load_preset(name_or_path: str | os.PathLike | dict) -> dict:
         raise BadInputError(source, "model_cfg.vision_cfg.image_size differs from image_size")
     if cfg.get("text_cfg", {}).get("context_length", preset["context_length"]) != preset["context_length"]:
         raise BadInputError(source, "model_cfg.text_cfg.context_length differs from context_length")
-    if preset.get("lr_schedule", "cosine") not in ("cosine", "const"):  # sfcomp.train.LR_SCHEDULES
-        raise BadInputError(source, f"lr_schedule must be cosine or const, got {preset['lr_schedule']!r}")
+    if preset.get("lr_schedule", LR_SCHEDULES[0]) not in LR_SCHEDULES:
+        raise BadInputError(source, f"lr_schedule must be {' or '.join(LR_SCHEDULES)}, got {preset['lr_schedule']!r}")
     return preset
 
 

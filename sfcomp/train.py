@@ -35,17 +35,12 @@ def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * e / es)) * base_lr
 
 
-LR_SCHEDULES = ("cosine", "const")  # open_clip's --lr-scheduler names
-
-
 def learning_rate(step: int, preset: dict, total: int) -> float:
-    """The preset's `lr_schedule` (default `cosine`, to 0 at `total`; `const`: warmup, then `lr` throughout, so
-    that a model early-stopped before `total` was not on a schedule tied to it)."""
-    schedule = preset.get("lr_schedule", "cosine")
-    if schedule == "const":
+    """The preset's `lr_schedule` (checked by `sfcomp.model.load_preset`): `cosine` (default), to 0 at `total`;
+    `const`, warmup then `lr` throughout, so that a model early-stopped before `total` was not on a schedule tied
+    to it."""
+    if preset.get("lr_schedule") == "const":
         return preset["lr"] * (step + 1) / preset["warmup"] if step < preset["warmup"] else preset["lr"]
-    if schedule != "cosine":
-        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
     return cosine_lr(step, preset["lr"], preset["warmup"], total)
 
 
