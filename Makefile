@@ -7,7 +7,7 @@ DEMO_POOL ?= data/demo
 DEMO_WORK ?= work/demo
 DEMO_SIZE ?= 60000
 ROUNDS ?= 3
-STEPS ?= 100
+STEPS ?=
 POOL ?= $(DEMO_POOL)
 EVAL ?= $(DEMO_POOL)/eval
 # the sweep that sets `sfcomp run`'s defaults: two 20k pools with other noise mixes than the demo pool's
@@ -39,8 +39,8 @@ $(VENV)/.installed: setup.py
 
 demo: install
 	@test -f $(DEMO_POOL)/.complete || $(SFCOMP) make-pool --source fashion-mnist --out $(DEMO_POOL) --size $(DEMO_SIZE)
-	@echo "make demo: sfcomp run with the library's defaults, overriding --rounds $(ROUNDS) --steps $(STEPS) (the preset's own steps: sfcomp/presets/tiny.json)"
-	$(SFCOMP) run --pool $(DEMO_POOL) --workdir $(DEMO_WORK) --rounds $(ROUNDS) --steps $(STEPS)
+	@echo "make demo: sfcomp run with the library's defaults$(if $(STEPS), overriding --steps $(STEPS))$(if $(filter-out 3,$(ROUNDS)), overriding --rounds $(ROUNDS))"
+	$(SFCOMP) run --pool $(DEMO_POOL) --workdir $(DEMO_WORK) --rounds $(ROUNDS)$(if $(STEPS), --steps $(STEPS))
 	$(SFCOMP) export-subset --scores $(DEMO_WORK)/final_scores.npy --top-frac 0.3 --random-frac 0.0 -o $(DEMO_WORK)/sfcomp_top30.npy
 	$(SFCOMP) validate-subset $(DEMO_WORK)/sfcomp_top30.npy --pool $(DEMO_POOL)
 

@@ -50,7 +50,7 @@ from .pool import Pool, pool_fingerprint
 from .score import cosine_scores
 from .scoretypes import ModelCosines, available, compute_fields
 from .workdir import (ROUND0_FREE, Workdir, check_accounting, check_round0_frac, check_round_index, check_stop,
-                      check_train_shards, eval_every, final_reference, resolve_pool, stop_rule)
+                      check_train_shards, eval_every, final_reference, resolve_pool, resolve_stop, stop_rule)
 
 # settings that change only the cost accounting (which final training a run is weighed against), not a file the
 # loop makes: outside the fingerprint, so a finished workdir can be re-weighed against another scale
@@ -72,7 +72,12 @@ class LoopConfig:
     kmeans_k: int = 10               # clusters for the composition-drift report
     scale: str | None = None         # the pool's DataComp scale (None: inferred from its metadata rows)
     final_samples_seen: int | None = None  # the tiny scale's final training (None: eval/configs/scales.json)
-    stop: str = "fixed"              # "heldout": steps are a cap, early stopping on each model's held-out fold
+    # "heldout": steps are a cap, early stopping on each model's held-out fold; "fixed": the steps. None (the
+    # default): heldout unless --steps, --folds 1 or --snapshots is given (sfcomp.workdir.resolve_stop)
+    stop: str | None = None
+
+    def __post_init__(self) -> None:
+        self.stop = resolve_stop(self.stop, self.steps, self.folds, self.snapshots)
 
     def fields(self) -> list[str]:
         """The score file's fields: every registered score type available with these folds and snapshots."""
@@ -432,8 +437,9 @@ class Loop:
             barrier()
 
         fold = fold_membership(score_rows, mix_rows, fold_of_mix)
-        fields = compute_fields(ModelCosines(cos, fold, snaps, folds), cfg.snapshots)
         unread = getattr(self.data, "unread", None)  # streamed data: samples no model could read are skipped
+        moments = self._fold_moments(cos, fold, score_rows, unread) if folds >= 2 else None
+        fields = compute_fields(ModelCosines(cos, fold, snaps, folds, moments), cfg.snapshots)
         if unread is not None and unread[score_rows].any():
             keep = ~unread[score_rows]
             fields = {name: v[keep] for name, v in fields.items()}
@@ -452,6 +458,24 @@ class Loop:
         if self.stop_rule is not None:
             counts.update(steps_per_model=[s["steps"] for s in stops], stopping=stops)
         return img_emb_sample, counts
+
+    def _fold_moments(self, cos: np.ndarray, fold: np.ndarray, score_rows: np.ndarray,
+                      unread: np.ndarray | None) -> list[tuple[int, int, int]]:
+        """Each model's cosine moments on its own held-out fold over every rank's rows (crossfit_z's scale), exact
+        integers: the same whatever the world size. Unreadable rows are left out; a fold with no row left is
+        replaced by the model's cosines on the whole mix."""
+        from .crossfit import add_moments, fold_moments
+
+        readable = np.ones(len(score_rows), bool) if unread is None else ~unread[score_rows]
+        out = []
+        for f in range(cos.shape[1]):
+            for rows in (fold == f, fold >= 0):
+                mine = fold_moments(cos[rows & readable, f])
+                m = add_moments(all_gather(mine)) if self.world > 1 else mine
+                if m[0]:
+                    break
+            out.append(m)
+        return out
 
     def _trained_model(self, k: int, f: int, train_rows: np.ndarray, score_rows: np.ndarray, steps: int,
                        snaps: list[list[np.ndarray]], timings: dict, held_out: np.ndarray | None = None) -> tuple:

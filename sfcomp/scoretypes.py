@@ -31,11 +31,14 @@ class ModelCosines:
                with one model), -1 for a row outside the mix
     snapshots  snapshots[f][s]: model f's cosines at training snapshot s ([] per model without --snapshots)
     folds      the round's --folds
+    moments    moments[f]: (n, sum, sum of squares) of model f's cosines on its held-out fold over the whole pool
+               (every rank's rows; `sfcomp.crossfit.fold_moments`), the scale `crossfit_z` puts every model on
     """
     cos: np.ndarray
     fold: np.ndarray
     snapshots: Sequence[Sequence[np.ndarray]]
     folds: int
+    moments: Sequence[tuple[int, int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,9 +103,21 @@ def _ckpt_avg(c: ModelCosines) -> np.ndarray:
     return snapshot_average(c.snapshots, c.cos, c.fold)
 
 
+def _crossfit_z(c: ModelCosines) -> np.ndarray:
+    from .crossfit import crossfit_standardised
+
+    if c.moments is None:
+        raise ValueError("crossfit_z needs every model's held-out fold moments")
+    return crossfit_standardised(c.cos, c.fold, c.moments)
+
+
 register(ScoreType("crossfit", "cross-fitted cosine: a mix sample scored by the model that did not train on it, "
                                "others by the mean of all models", _crossfit, min_folds=2))
 register(ScoreType("cosine", "in-sample cosine: a mix sample scored by the models that trained on it, others by "
                              "the mean of all models", _cosine))
 register(ScoreType("ckpt_avg", "the in-sample cosine averaged over training snapshots (noisy pairs are learned "
                                "late)", _ckpt_avg, needs_snapshots=True, run_args=("--snapshots", "0.5,0.75")))
+register(ScoreType("crossfit_z", "cross-fitted z-score: as crossfit, with each model's cosine first standardised by "
+                                 "the mean and std of that model's cosines on its own held-out fold, so models of "
+                                 "different scale (early-stopped at different steps) are ranked on one scale",
+                   _crossfit_z, min_folds=2))

@@ -122,6 +122,15 @@ STOP_METRIC_DEFAULT = "rank"
 # an average of the recent iterates stands in for the annealing
 
 
+def resolve_stop(stop: str | None, steps: int | None, folds: int, snapshots: list[float]) -> str:
+    """--stop's default (None): `heldout`, the loop setting its own steps, unless the run fixes or rules that out:
+    --steps N (an explicit step count), --folds 1 (no held-out fold) or --snapshots (fractions of a fixed training
+    length); then `fixed`. An explicit --stop is kept as given."""
+    if stop is not None:
+        return stop
+    return "heldout" if steps is None and folds >= 2 and not snapshots else "fixed"
+
+
 def check_stop(stop: str, folds: int, snapshots: list[float]) -> None:
     """--stop: `fixed` (the preset's / --steps' steps) or `heldout` (early stopping on the held-out fold),
     which needs a held-out fold and fixes no training length for snapshots to be fractions of."""

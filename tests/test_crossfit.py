@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfcomp.crossfit import (crossfit_score, derive_seed, fold_membership, fold_of, insample_score,
-                             snapshot_average)
+from sfcomp.crossfit import (add_moments, crossfit_score, crossfit_standardised, derive_seed, fold_membership,
+                             fold_moments, fold_of, insample_score, snapshot_average, standardised)
 from sfcomp.uids import UID_DTYPE
 
 # 5 scored rows; rows 0, 2, 3 are in the mix (folds 1, 0, 1), rows 1 and 4 are not.
@@ -70,6 +70,65 @@ def test_crossfit_scores_a_mix_row_by_the_model_of_its_own_fold():
 
 def test_crossfit_score_is_float32():
     assert crossfit_score(COS, FOLD).dtype == np.float32
+
+
+def test_fold_moments_of_a_split_add_up_to_the_whole_exactly():
+    x = np.random.default_rng(0).normal(0.2, 0.1, 10001).astype(np.float32)
+    whole = fold_moments(x)
+    for cut in (1, 5000, 9999):
+        assert add_moments([fold_moments(x[cut:]), fold_moments(x[:cut])]) == whole  # any split, any order
+    assert whole[0] == 10001 and isinstance(whole[1], int)
+
+
+def test_fold_moments_leave_out_non_finite_cosines():
+    assert fold_moments(np.array([0.5, np.nan, np.inf, 0.25])) == fold_moments(np.array([0.5, 0.25]))
+
+
+def test_standardised_has_the_references_mean_0_and_std_1():
+    x = np.random.default_rng(1).normal(0.3, 0.05, 5000).astype(np.float32)
+    z = standardised(x, fold_moments(x))
+    assert abs(z.mean()) < 1e-5 and abs(z.std() - 1) < 1e-5
+
+
+def test_standardised_without_spread_or_reference_keeps_the_scale():
+    x = np.array([0.2, 0.4])
+    assert standardised(x, fold_moments(np.array([0.1, 0.1]))) == pytest.approx([0.1, 0.3], abs=1e-5)
+    assert standardised(x, (0, 0, 0)).tolist() == x.tolist()
+
+
+def _shifted_folds():
+    """Model 1 scores its fold on a scale 0.5 higher and twice as wide as model 0 does, with the same ranking."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.2, 0.05, 100).astype(np.float32)
+    fold = np.repeat([0, 1], 100)
+    cos = np.zeros((200, 2), np.float32)
+    cos[:100, 0], cos[100:, 1] = base, 0.5 + 2 * base
+    cos[:100, 1], cos[100:, 0] = 0.5 + 2 * base, base  # the other model's view (unused for mix rows)
+    return cos, fold, [fold_moments(cos[fold == f, f]) for f in (0, 1)]
+
+
+def test_crossfit_standardised_puts_models_of_different_scale_on_one_scale():
+    cos, fold, moments = _shifted_folds()
+    raw = crossfit_score(cos, fold)
+    z = crossfit_standardised(cos, fold, moments)
+    assert (np.argsort(-raw)[:100] >= 100).all()  # raw: the top half is all fold 1
+    assert z[:100] == pytest.approx(z[100:], abs=1e-5)  # the same ranks within each fold: the same values
+    assert z.dtype == np.float32
+
+
+def test_crossfit_standardised_of_models_of_one_scale_is_the_raw_ranking():
+    rng = np.random.default_rng(2)
+    cos = rng.normal(0.2, 0.05, (300, 2)).astype(np.float32)
+    fold = rng.integers(-1, 2, 300)
+    one = fold_moments(cos[fold >= 0].ravel())
+    assert (np.argsort(crossfit_standardised(cos, fold, [one, one]), kind="stable")
+            == np.argsort(crossfit_score(cos, fold), kind="stable")).all()
+
+
+def test_crossfit_standardised_of_a_row_outside_the_mix_is_the_mean_over_models():
+    moments = [fold_moments(np.array([0.0, 0.2])), fold_moments(np.array([0.5, 1.5]))]  # mean 0.1 / 1, std 0.1 / 0.5
+    cos = np.array([[0.3, 2.0]], np.float32)
+    assert crossfit_standardised(cos, np.array([-1]), moments) == pytest.approx([(2.0 + 2.0) / 2], abs=1e-4)
 
 
 def test_insample_scores_a_mix_row_by_the_models_that_trained_on_it():

@@ -83,7 +83,10 @@ def test_merged_scores_equal_single_process(runs, k):
     assert a.dtype == b.dtype and len(a) == len(b) > 0
     assert np.array_equal(a["f0"], b["f0"]) and np.array_equal(a["f1"], b["f1"])
     for field in a.dtype.names[2:]:
-        np.testing.assert_allclose(a[field], b[field], rtol=0, atol=1e-5, err_msg=f"round {k} {field}")
+        # crossfit_z divides the cosines' differences by a fold's cosine std (well below 1 for these micro
+        # models: 1.1e-5 seen where the cosines agree to 1e-5)
+        atol = 1e-4 if field == "crossfit_z" else 1e-5
+        np.testing.assert_allclose(a[field], b[field], rtol=0, atol=atol, err_msg=f"round {k} {field}")
     sa = json.loads((runs["w1"] / f"round_{k:02d}" / "scores.npy.json").read_text())
     sb = json.loads((runs["w2"] / f"round_{k:02d}" / "scores.npy.json").read_text())
     assert {**sa, "pool": None} == {**sb, "pool": None}

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sfcomp import uids as U
 from sfcomp.cache import PoolCache, build_cache
 from sfcomp.cli import main as cli
+from sfcomp.crossfit import fold_of
 from sfcomp.errors import BadInputError
 from sfcomp.export import export_subset
 from sfcomp.loop import Loop, LoopConfig, resolve_pool
@@ -66,19 +67,25 @@ def test_one_round_scores_every_sample_and_selects_with_export_subset(pool, tmp_
     assert (rdir / "done.json").exists() and r["round"] == 0
     scores = read_scores(rdir / "scores.npy")
     assert len(scores) == len(pool["present"])  # every present pool sample, once
-    assert scores.dtype.names[2:] == ("crossfit", "cosine", "ckpt_avg")
-    assert read_sidecar(rdir / "scores.npy")["default"] == "crossfit"
+    assert scores.dtype.names[2:] == ("crossfit", "cosine", "ckpt_avg", "crossfit_z")
+    assert read_sidecar(rdir / "scores.npy")["default"] == "crossfit_z"
     # the next mix is exactly what export-subset makes from the score file (one selection code path)
     export_subset(rdir / "scores.npy", tmp_path / "again.npy", top_frac=0.3, random_frac=0.1,
                   seed=json.loads((rdir / "next_mix.npy.json").read_text())["seed"])
     assert (tmp_path / "again.npy").read_bytes() == (rdir / "next_mix.npy").read_bytes()
     rep = json.loads((rdir / "report.json").read_text())
     assert rep["mix"] == len(pool["present"]) and rep["next_mix"] == len(U.read_subset(rdir / "next_mix.npy"))
-    for name in ("crossfit", "cosine", "ckpt_avg"):
+    for name in ("crossfit", "cosine", "ckpt_avg", "crossfit_z"):
         assert 0 <= rep["top_k"][name]["precision"] <= 1
     assert 0 < rep["cluster_drift"]["coverage"] <= 1 and 0 < rep["class_drift"]["coverage"] <= 1
     assert (rdir / "report.png").stat().st_size > 1000
     assert (tmp_path / "w" / "final_scores.npy").read_bytes() == (rdir / "scores.npy").read_bytes()
+    # crossfit_z: within each fold the same order as crossfit, standardised on the fold (round 0: the whole pool)
+    fold = fold_of(np.asarray(scores[["f0", "f1"]]).astype(U.UID_DTYPE), 2, 0, 0)
+    for f in (0, 1):
+        cf, z = scores["crossfit"][fold == f], scores["crossfit_z"][fold == f].astype(np.float64)
+        assert (np.diff(z[np.argsort(cf, kind="stable")]) >= 0).all()
+        assert abs(z.mean()) < 1e-4 and abs(z.std() - 1) < 1e-3
     # the second round trains on that mix
     loop.run_round()
     assert (tmp_path / "w" / "round_01" / "mix.npy").read_bytes() == (rdir / "next_mix.npy").read_bytes()
@@ -257,3 +264,12 @@ def test_run_defaults_come_from_the_sweep_file_for_library_and_cli():
     for key in ("score", "folds", "top_frac", "random_frac", "round0_frac"):
         assert getattr(cfg, key) == data[key] == cli[key], key
     assert cli["rounds"] == data["rounds"]
+
+
+def test_the_loop_sets_its_own_steps_unless_the_run_fixes_them():
+    # the default is the held-out stopping rule; --steps, --folds 1 and --snapshots each fix the steps
+    assert LoopConfig().stop == "heldout"
+    assert [LoopConfig(**kw).stop for kw in ({"steps": 5}, {"folds": 1, "score": "cosine"}, {"snapshots": [0.5]})] == \
+        ["fixed"] * 3
+    assert LoopConfig(steps=5, stop="heldout").stop == "heldout" and LoopConfig(stop="fixed").stop == "fixed"
+    assert LoopConfig().loop_settings()["stop"] == "heldout" and "stop" not in LoopConfig(steps=5).loop_settings()

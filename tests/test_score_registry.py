@@ -45,7 +45,7 @@ def toy_round(toy, tmp_path_factory):
 def test_the_score_file_holds_the_toy_field_after_the_built_in_ones(toy_round):
     from sfcomp.scorefile import score_fields
 
-    assert score_fields(toy_round["round"] / "scores.npy") == ["crossfit", "cosine", "negcos"]
+    assert score_fields(toy_round["round"] / "scores.npy") == ["crossfit", "cosine", "crossfit_z", "negcos"]
 
 
 def test_the_toy_field_is_its_function_of_the_models_cosines(toy_round):
@@ -81,7 +81,7 @@ def test_the_toy_selects_another_mix_than_crossfit(toy_round, tmp_path):
 
 def test_the_score_option_lists_the_registered_toy(toy):
     code, out, _ = H.cli("run", "--help")
-    assert "[crossfit|cosine|ckpt_avg|negcos]" in out
+    assert "[crossfit|cosine|ckpt_avg|crossfit_z|negcos]" in out
 
 
 def test_the_toy_is_refused_where_it_is_not_available(toy, tmp_path):
@@ -100,7 +100,7 @@ def test_an_unregistered_score_is_not_a_choice(tmp_path, monkeypatch):
 def test_the_sweep_runs_every_registered_score_type_by_default(toy):
     from test_bench_tools import parse_args
 
-    assert parse_args(["--pool", "x"]).scores == "crossfit,cosine,ckpt_avg,negcos"
+    assert parse_args(["--pool", "x"]).scores == "crossfit,cosine,ckpt_avg,crossfit_z,negcos"
 
 
 # ------------------------------------------------------------------------------------------ one top-fraction rule

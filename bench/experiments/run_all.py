@@ -493,12 +493,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixes", default="0.3:0.1,0.3:0.0",
                    help="self-filtering mixes, top:random[,top:random]: sfcomp run's default first, then the sweep's runner-up")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--score-types", default="crossfit",
-                   help="comma-separated `sfcomp run --score` types to sweep (sfcomp/scoretypes.py: crossfit, cosine, "
-                        "ckpt_avg, ...)")
+    p.add_argument("--score-types", default=LOOP_DEFAULTS["score"],
+                   help="comma-separated `sfcomp run --score` types to sweep (sfcomp/scoretypes.py: crossfit_z, "
+                        "crossfit, cosine, ckpt_avg, ...; default: the library's)")
     p.add_argument("--loop-seed", type=int, default=0)
-    p.add_argument("--loop-steps", type=int, default=100,
-                   help="training steps per in-loop model (0 = the loop preset's own)")
+    p.add_argument("--loop-steps", type=int, default=0,
+                   help="training steps per in-loop model, fixed (default 0: the library's default, the held-out "
+                        "stopping rule capped at the preset's steps)")
     p.add_argument("--no-equal-compute", dest="equal_compute", action="store_false",
                    help="leave out the equal-total-compute arm (no filter with the loop's compute as more training)")
     p.add_argument("--extra-baselines", default="laion2b",

@@ -109,7 +109,7 @@ class Sweep:
         top, rnd = mix.split(":")
         args = ["run", "--pool", str(pool), "--workdir", str(work), "--rounds", str(rounds or self.a.rounds),
                 "--top-frac", top, "--random-frac", rnd, "--score", score, "--seed", str(self.a.loop_seed),
-                "--steps", str(self.a.loop_steps), "--quiet"]
+                "--quiet"] + (["--steps", str(self.a.loop_steps)] if self.a.loop_steps else [])
         args += list(SCORE_TYPES[score].run_args)  # what makes the loop compute this score type
         if round0_from is not None:
             args += ["--round0-from", str(round0_from)]
@@ -171,8 +171,9 @@ class Sweep:
         lines = [f"Top {self.a.fraction:.0%} of each run's own score after k rounds (k = 1 is round 0's scores, "
                  f"shared by every mix of a score type). precision = clean share; balance = class entropy / "
                  f"log(classes); memorised = random-string noise kept. Every run: `sfcomp run` with the library's "
-                 f"defaults but the swept settings, overriding `--steps {self.a.loop_steps}` (the preset's own "
-                 f"steps: sfcomp/presets/).", ""]
+                 f"defaults but the swept settings" + (f", overriding `--steps {self.a.loop_steps}` (fixed steps; the "
+                 f"default lets the held-out rule set them)." if self.a.loop_steps else " (score types that need "
+                 "--snapshots train the preset's fixed steps: a snapshot is a fraction of a fixed length)."), ""]
         header = "| score | mix (top:random) | " + " | ".join(
             f"{p.name} r{k} precision" for p in pools for k in range(1, self.a.rounds + 1)) + \
             " | mean precision, last round | mean balance, last round | mean memorised, last round |"
@@ -233,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tie", type=float, default=0.005,
                    help="mean precisions this close to the best are a tie (about one binomial standard error of "
                         "a precision over ~6k samples)")
-    p.add_argument("--loop-steps", type=int, default=100)
+    p.add_argument("--loop-steps", type=int, default=0, help="fixed steps a model (0: the library's default)")
     p.add_argument("--loop-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--jobs", type=int, default=2, help="loop runs at once")

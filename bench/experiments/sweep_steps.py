@@ -139,6 +139,8 @@ class StepSweep:
             args += ["--stop", "fixed", "--steps", arm.removeprefix("fixed")]
         if preset:
             args += ["--preset", preset]
+        if self.a.score:
+            args += ["--score", self.a.score]
         if self.a.threads:
             args += ["--threads", str(self.a.threads)]
         t0 = time.time()
@@ -158,8 +160,9 @@ class StepSweep:
                     if not (work / f"round_{k:02d}" / "done.json").exists():
                         missing.append(f"{pool.name}/{work.name} round {k}")
                         continue
-                    m = measure(work / f"round_{k:02d}" / "scores.npy", "crossfit" if self.a.folds > 1 else
-                                "cosine", truth, self.a.fraction)
+                    # the score the run selected its mixes by (config.json), as export-subset would take it
+                    field = json.loads((work / "config.json").read_text())["loop"]["score"]
+                    m = measure(work / f"round_{k:02d}" / "scores.npy", field, truth, self.a.fraction)
                     rows.append({"pool": pool.name, "arm": arm, "seed": seed, "round": k,
                                  "precision": m["precision"], "auroc": m["auroc"], **round_compute(work, k)})
         return rows, missing
@@ -205,6 +208,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rule-preset", default=None,
                    help="the rule arm's own preset (default: --preset), e.g. bench/experiments/presets/tiny-const-ema.json")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--score", default=None, help="`sfcomp run --score` of every arm (default: the library's)")
     p.add_argument("--folds", type=int, default=2)
     p.add_argument("--fraction", type=float, default=0.3)
     p.add_argument("--tolerance", type=float, default=0.01)

@@ -69,13 +69,16 @@ def _loop_options(f):
         click.option("--train-shards", default=None,
                      help="Comma-separated pool shards (e.g. 00000000,00000001) training is limited to; "
                           "scoring always covers every shard."),
-        click.option("--steps", default=None, type=int, help="Training steps per model (default: the preset's); "
-                                                             "with --stop heldout, the cap."),
-        click.option("--stop", default="fixed", show_default=True,
-                     help="fixed: train every model the preset's (or --steps) steps; heldout: those steps are a "
-                          "cap, and each model stops when its contrastive loss on its held-out fold stops "
-                          "improving (needs --folds >= 2; preset keys stop_eval_every, stop_patience, "
-                          "stop_min_delta, stop_eval_samples)."),
+        click.option("--steps", default=None, type=int,
+                     help="Train every model exactly this many steps (implies --stop fixed unless --stop heldout "
+                          "is given, which makes it the cap). Default: the loop sets the steps (--stop heldout, "
+                          "capped at the preset's steps)."),
+        click.option("--stop", default=None,
+                     help="heldout (default): the preset's steps (or --steps) are a cap, and each model stops when "
+                          "its ranking of its held-out fold stops improving (needs --folds >= 2; preset keys "
+                          "stop_metric, stop_eval_every, stop_patience, stop_min_delta, stop_eval_samples); fixed: "
+                          "train every model the preset's (or --steps) steps. Without --stop, --steps, --folds 1 "
+                          "and --snapshots each mean fixed."),
         click.option("--snapshots", default="", help="Comma-separated fractions of training (e.g. 0.5,0.75) at "
                                                      "which to snapshot scores for the ckpt_avg score."),
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
@@ -101,7 +104,7 @@ def _loop_options(f):
 
 def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac, round0_frac, train_shards, steps,
                snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None, scale=None,
-               final_samples_seen=None, stop="fixed"):
+               final_samples_seen=None, stop=None):
     from ..loop import Loop, LoopConfig
 
     at_least("--threads", threads, 1)
