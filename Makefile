@@ -8,6 +8,9 @@ DEMO_WORK ?= work/demo
 DEMO_SIZE ?= 60000
 ROUNDS ?= 3
 STEPS ?=
+# what make demo passes beyond the library's defaults (named in its first line)
+comma := ,
+DEMO_OVERRIDES = $(if $(STEPS), --steps $(STEPS))$(if $(filter-out 3,$(ROUNDS)), --rounds $(ROUNDS))
 POOL ?= $(DEMO_POOL)
 EVAL ?= $(DEMO_POOL)/eval
 # the sweep that sets `sfcomp run`'s defaults: two 20k pools with other noise mixes than the demo pool's
@@ -39,7 +42,7 @@ $(VENV)/.installed: setup.py
 
 demo: install
 	@test -f $(DEMO_POOL)/.complete || $(SFCOMP) make-pool --source fashion-mnist --out $(DEMO_POOL) --size $(DEMO_SIZE)
-	@echo "make demo: sfcomp run with the library's defaults$(if $(STEPS), overriding --steps $(STEPS))$(if $(filter-out 3,$(ROUNDS)), overriding --rounds $(ROUNDS))"
+	@echo "make demo: sfcomp run with the library's defaults$(if $(strip $(DEMO_OVERRIDES)),$(comma) overriding$(DEMO_OVERRIDES))"
 	$(SFCOMP) run --pool $(DEMO_POOL) --workdir $(DEMO_WORK) --rounds $(ROUNDS)$(if $(STEPS), --steps $(STEPS))
 	$(SFCOMP) export-subset --scores $(DEMO_WORK)/final_scores.npy --top-frac 0.3 --random-frac 0.0 -o $(DEMO_WORK)/sfcomp_top30.npy
 	$(SFCOMP) validate-subset $(DEMO_WORK)/sfcomp_top30.npy --pool $(DEMO_POOL)
