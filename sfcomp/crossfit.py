@@ -75,7 +75,6 @@ def snapshot_average(snapshots: Sequence[Sequence[np.ndarray]], cos: np.ndarray,
     return np.mean(per_snap, 0).astype(np.float32)
 
 
-
 # fixed-point scale of the held-out moments: a cosine is counted in units of 2^-20 (1e-6, far below any gap a
 # ranking sees), so sums are integers, exact in any order: every world size gets the same mean and std, bit for bit
 MOMENT_SCALE = 1 << 20
