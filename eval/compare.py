@@ -138,19 +138,38 @@ def table(rows: Sequence[MethodRow]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
+REFERENCES = ("random_30", "no_filter_eqc", "clip_b32_30", "clip_l14_30")  # besides the floor and ceiling
+
+
+def separation(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter",
+               ceiling: str = "oracle_clean") -> float | None:
+    """(ceiling - floor) / pooled seed std, the pooled std being sqrt((s_floor^2 + s_ceiling^2) / 2); None
+    without both methods at 2+ seeds each, or with no spread at all."""
+    by = {r.method: r for r in rows}
+    get = (lambda r: r.average) if metric == "average" else (lambda r, m=metric: r.metrics.get(m))
+    vals = [by[m].values(get) if m in by else [] for m in (floor, ceiling)]
+    if min(len(v) for v in vals) < 2:
+        return None
+    (m0, s0), (m1, s1) = (mean_std(v) for v in vals)
+    pooled = float(np.sqrt((s0 ** 2 + s1 ** 2) / 2))
+    return (m1 - m0) / pooled if pooled > 0 else None
+
+
 def standing(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter", ceiling: str = "oracle_clean",
-             others: Sequence[str] = ("random_30", "clip_l14_30")) -> str:
+             others: Sequence[str] = REFERENCES) -> str:
     """Markdown: each method against the references on one metric (a dataset's main metric or "average").
 
-    `gap closed` = (method - floor) / (ceiling - floor), from the means. A difference is marked `clear` when it is
-    larger than the two methods' seed spreads added (sample stds), else `within spread`. References missing from
-    `rows` get no column; an empty string when the floor is missing."""
+    References: the floor, `others` (a name ending in `_eqc` matches every method starting with it, as
+    `no_filter_eqc_r3`) and the ceiling. `gap closed` = (method - floor) / (ceiling - floor), from the means. A
+    difference is marked `clear` when it is larger than the two methods' seed spreads added (sample stds), else
+    `within spread`. References missing from `rows` get no column; an empty string when the floor is missing."""
     by = {r.method: r for r in rows}
     get = (lambda r: r.average) if metric == "average" else (lambda r, m=metric: r.metrics.get(m))
     stats = {m: mean_std(by[m].values(get)) for m in by}
     if stats.get(floor) is None:
         return ""
-    refs = [m for m in (floor, *others) if stats.get(m) is not None]
+    named = [m for o in others for m in by if m == o or (o.endswith("_eqc") and m.startswith(o))]
+    refs = [m for m in (floor, *named, ceiling) if stats.get(m) is not None]
     has_ceiling = stats.get(ceiling) is not None and stats[ceiling][0] != stats[floor][0]
     head = ["method", metric] + [f"vs {m}" for m in refs] + ([f"gap {floor} -> {ceiling} closed"]
                                                              if has_ceiling else [])
@@ -170,6 +189,9 @@ def standing(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter", c
         if has_ceiling:
             cells.append(f"{(st[0] - stats[floor][0]) / (stats[ceiling][0] - stats[floor][0]):.0%}")
         lines.append("| " + " | ".join(cells) + " |")
+    sep = separation(rows, metric, floor, ceiling)
+    if sep is not None:
+        lines += ["", f"- {floor} -> {ceiling} gap / pooled seed std: {sep:.1f}"]
     return "\n".join(lines) + "\n"
 
 

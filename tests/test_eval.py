@@ -438,20 +438,30 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
 
 
 def test_standing_against_references_gap_closed_and_spread():
-    from sfcomp.eval.compare import MethodRow, Run, standing
+    from sfcomp.eval.compare import MethodRow, Run, separation, standing
 
     def row(method, vals):
         return MethodRow(method, [Run(method, s, 10, None, 100, {"fm": v}, v, "x", "") for s, v in enumerate(vals)])
 
     rows = [row("no_filter", [0.30, 0.30]), row("random_30", [0.20, 0.44]), row("clip_l14_30", [0.58, 0.60]),
-            row("sf", [0.62, 0.64]), row("oracle_clean", [0.70, 0.70])]
+            row("sf", [0.62, 0.64]), row("no_filter_eqc_r3", [0.50, 0.54]), row("oracle_clean", [0.70, 0.70])]
     md = standing(rows, "fm")
-    assert md.splitlines()[0] == ("| method | fm | vs no_filter | vs random_30 | vs clip_l14_30 | "
-                                  "gap no_filter -> oracle_clean closed |")
+    assert md.splitlines()[0] == ("| method | fm | vs no_filter | vs random_30 | vs no_filter_eqc_r3 | "
+                                  "vs clip_l14_30 | vs oracle_clean | gap no_filter -> oracle_clean closed |")
     sf = next(l for l in md.splitlines() if l.startswith("| sf "))
-    # +0.33 over no_filter (spread 0.014: clear), +0.31 over random (spread 0.184: clear), +0.04 over clip
-    # (spread 0.028: clear), (0.63 - 0.30) / (0.70 - 0.30) = 82% of the gap
-    assert sf == "| sf | 0.630 ± 0.014 | +0.330 (clear) | +0.310 (clear) | +0.040 (clear) | 82% |"
+    # +0.33 over no_filter (spread 0.014: clear), +0.31 over random (spread 0.184: clear), +0.11 over the
+    # equal-compute arm (spread 0.042: clear), +0.04 over clip (spread 0.028: clear), -0.07 below the oracle
+    # (spread 0.014: clear), (0.63 - 0.30) / (0.70 - 0.30) = 82% of the gap
+    assert sf == ("| sf | 0.630 ± 0.014 | +0.330 (clear) | +0.310 (clear) | +0.110 (clear) | +0.040 (clear) | "
+                  "-0.070 (clear) | 82% |")
     rnd = next(l for l in md.splitlines() if l.startswith("| random_30 "))
     assert "+0.020 (within spread)" in rnd
+    # floor and ceiling have no spread here: no separation figure
+    assert separation(rows, "fm") is None and "pooled seed std" not in md
+    rows[0] = row("no_filter", [0.28, 0.32])  # std 0.0283; oracle 0.69 / 0.71, std 0.0141
+    rows[-1] = row("oracle_clean", [0.69, 0.71])
+    # gap 0.40 over sqrt((0.0283^2 + 0.0141^2) / 2) = 0.0224: 17.9
+    assert abs(separation(rows, "fm") - 0.40 / ((0.02 ** 2 * 2 + 0.01 ** 2 * 2) / 2) ** 0.5) < 1e-9
+    assert standing(rows, "fm").splitlines()[-1] == "- no_filter -> oracle_clean gap / pooled seed std: 17.9"
+    assert separation(rows[:-1], "fm") is None  # no ceiling
     assert standing(rows[1:], "fm") == ""  # no floor, no table
