@@ -16,7 +16,7 @@ EVAL ?= $(DEMO_POOL)/eval
 # the sweep that sets `sfcomp run`'s defaults: two 20k pools with other noise mixes than the demo pool's
 SWEEP_DIR ?= data/sweep
 SWEEP_POOLS ?= $(SWEEP_DIR)/misaligned60 $(SWEEP_DIR)/memorizable50
-APT_PACKAGES ?= dataset-fashion-mnist wordnet-base
+APT_PACKAGES ?= dataset-fashion-mnist wordnet-base tuxpaint-stamps-default
 export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install demo test lint bench sweep bench-formats clean
@@ -31,7 +31,7 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e '.[dev]'
 	@# DataComp's eval metrics: clip_benchmark 1.4.0 as DataComp pins it; its metadata pins torch<2, so no deps
 	$(PY) -m pip install -q --no-deps clip_benchmark==1.4.0
-	@# Debian data packages: Fashion-MNIST (the demo pool's images) and WordNet 3.0 (text_based baseline)
+	@# Debian data packages: Fashion-MNIST (the demo pool's images), WordNet 3.0 (text_based baseline) and Tux Paint stamps (the RGB pool, and its test on the real package)
 	@if command -v dpkg >/dev/null; then \
 	  missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then \
