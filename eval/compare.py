@@ -162,7 +162,7 @@ def standing(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter", c
     References: the floor, `others` (a name ending in `_eqc` matches every method starting with it, as
     `no_filter_eqc_r3`) and the ceiling. `gap closed` = (method - floor) / (ceiling - floor), from the means. A
     difference is marked `clear` when it is larger than the two methods' seed spreads added (sample stds), else
-    `within spread`. References missing from `rows` get no column; an empty string when the floor is missing."""
+    `within spread`, or `one seed: no spread` when either has a single seed. References missing from `rows` get no column; an empty string when the floor is missing."""
     by = {r.method: r for r in rows}
     get = (lambda r: r.average) if metric == "average" else (lambda r, m=metric: r.metrics.get(m))
     stats = {m: mean_std(by[m].values(get)) for m in by}
@@ -185,7 +185,11 @@ def standing(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter", c
                 continue
             d = st[0] - stats[ref][0]
             spread = st[1] + stats[ref][1]
-            cells.append(f"{d:+.3f} ({'clear' if abs(d) > spread else 'within spread'})")
+            if min(len(by[m].values(get)) for m in (row.method, ref)) < 2:
+                verdict = "one seed: no spread"
+            else:
+                verdict = "clear" if abs(d) > spread else "within spread"
+            cells.append(f"{d:+.3f} ({verdict})")
         if has_ceiling:
             cells.append(f"{(st[0] - stats[floor][0]) / (stats[ceiling][0] - stats[floor][0]):.0%}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -465,3 +465,6 @@ def test_standing_against_references_gap_closed_and_spread():
     assert standing(rows, "fm").splitlines()[-1] == "- no_filter -> oracle_clean gap / pooled seed std: 17.9"
     assert separation(rows[:-1], "fm") is None  # no ceiling
     assert standing(rows[1:], "fm") == ""  # no floor, no table
+    # a single seed has no spread: its differences are never called clear
+    one = standing(rows + [row("sf_one_seed", [0.9])], "fm").splitlines()
+    assert next(l for l in one if l.startswith("| sf_one_seed ")).split(" | ")[2] == "+0.600 (one seed: no spread)"
