@@ -162,7 +162,8 @@ def standing(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter", c
     References: the floor, `others` (a name ending in `_eqc` matches every method starting with it, as
     `no_filter_eqc_r3`) and the ceiling. `gap closed` = (method - floor) / (ceiling - floor), from the means. A
     difference is marked `clear` when it is larger than the two methods' seed spreads added (sample stds), else
-    `within spread`, or `one seed: no spread` when either has a single seed. References missing from `rows` get no column; an empty string when the floor is missing."""
+    `within spread`, or `one seed: no spread` when either has a single seed. References missing from `rows`
+    get no column; an empty string when the floor is missing."""
     by = {r.method: r for r in rows}
     get = (lambda r: r.average) if metric == "average" else (lambda r, m=metric: r.metrics.get(m))
     stats = {m: mean_std(by[m].values(get)) for m in by}
