@@ -138,6 +138,11 @@ def table(rows: Sequence[MethodRow]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
+def metric_getter(metric: str):
+    """A run's value on one metric: a dataset's main metric, or "average"."""
+    return (lambda r: r.average) if metric == "average" else (lambda r: r.metrics.get(metric))
+
+
 REFERENCES = ("random_30", "no_filter_eqc", "clip_b32_30", "clip_l14_30")  # besides the floor and ceiling
 
 
@@ -146,7 +151,7 @@ def separation(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter",
     """(ceiling - floor) / pooled seed std, the pooled std being sqrt((s_floor^2 + s_ceiling^2) / 2); None
     without both methods at 2+ seeds each, or with no spread at all."""
     by = {r.method: r for r in rows}
-    get = (lambda r: r.average) if metric == "average" else (lambda r, m=metric: r.metrics.get(m))
+    get = metric_getter(metric)
     vals = [by[m].values(get) if m in by else [] for m in (floor, ceiling)]
     if min(len(v) for v in vals) < 2:
         return None
@@ -165,7 +170,7 @@ def standing(rows: Sequence[MethodRow], metric: str, floor: str = "no_filter", c
     `within spread`, or `one seed: no spread` when either has a single seed. References missing from `rows`
     get no column; an empty string when the floor is missing."""
     by = {r.method: r for r in rows}
-    get = (lambda r: r.average) if metric == "average" else (lambda r, m=metric: r.metrics.get(m))
+    get = metric_getter(metric)
     stats = {m: mean_std(by[m].values(get)) for m in by}
     if stats.get(floor) is None:
         return ""
