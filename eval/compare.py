@@ -7,6 +7,7 @@ is shown as mean +- std (sample std over seeds; a single seed shows no spread).
 from __future__ import annotations
 
 import json
+import re
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -127,15 +128,26 @@ def table(rows: Sequence[MethodRow]) -> str:
         cells.append(fmt(row.values(lambda r: r.average)))
         lines.append("| " + " | ".join(cells) + " |")
     codes = sorted({r.eval_code for row in rows for r in row.runs if r.eval_code})
-    seen = sorted({r.samples_seen for row in rows for r in row.runs if r.samples_seen})
+    seen = sorted({r.samples_seen for row in rows if not is_equal_compute(row.method)
+                   for r in row.runs if r.samples_seen})
+    longer = [f"{row.method} {', '.join(f'{s:,}' for s in sorted({r.samples_seen for r in row.runs}))}"
+              for row in rows if is_equal_compute(row.method) and all(r.samples_seen for r in row.runs)]
     notes = []
     if seen:
         notes.append(f"samples seen: {', '.join(f'{s:,}' for s in seen)}" +
                      ("" if len(seen) == 1 else " (NOT equal across runs: not comparable)"))
+    if longer:
+        notes.append("equal-compute arms, trained longer on purpose (the loop's compute in samples): " +
+                     "; ".join(longer))
     if codes:
         notes.append(f"evaluation code: {'; '.join(codes)}")
     notes.append("mean ± std over seeds (sample std)")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def is_equal_compute(method: str) -> bool:
+    """An equal-total-compute arm (`no_filter_eqc`, `no_filter_eqc_r3`): its samples seen differ by design."""
+    return re.search(r"_eqc(_|$)", method) is not None
 
 
 def metric_getter(metric: str):

@@ -468,3 +468,19 @@ def test_standing_against_references_gap_closed_and_spread():
     # a single seed has no spread: its differences are never called clear
     one = standing(rows + [row("sf_one_seed", [0.9])], "fm").splitlines()
     assert next(l for l in one if l.startswith("| sf_one_seed ")).split(" | ")[2] == "+0.600 (one seed: no spread)"
+
+
+def test_table_notes_unequal_samples_seen_but_exempts_the_equal_compute_arm():
+    from sfcomp.eval.compare import MethodRow, Run, is_equal_compute, table
+
+    def row(method, seen):
+        return MethodRow(method, [Run(method, s, 10, None, n, {"fm": 0.5}, 0.5, "x", "") for s, n in enumerate(seen)])
+
+    assert is_equal_compute("no_filter_eqc") and is_equal_compute("no_filter_eqc_r3")
+    assert not is_equal_compute("no_filter") and not is_equal_compute("sf_eqcx")
+    base = [row("no_filter", [25600, 25600]), row("sf_r1", [25600])]
+    md = table(base + [row("no_filter_eqc_r1", [227210])])
+    assert "- samples seen: 25,600\n" in md and "NOT equal" not in md
+    assert "- equal-compute arms, trained longer on purpose (the loop's compute in samples): no_filter_eqc_r1 227,210" in md
+    # any other arm that saw other samples is still flagged
+    assert "samples seen: 12,800, 25,600 (NOT equal across runs: not comparable)" in table(base + [row("x", [12800])])
