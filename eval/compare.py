@@ -61,6 +61,8 @@ def load_run(path: str | os.PathLike) -> Run:
             info = json.loads((folder / "run.json").read_text())
         except json.JSONDecodeError as e:
             raise BadInputError(folder / "run.json", f"not JSON ({e})") from None
+        if not isinstance(info, dict):
+            raise BadInputError(folder / "run.json", f"not a JSON object ({type(info).__name__})")
     metrics = {r["dataset"]: r["metrics"].get("main_metric") for r in rows}
     vals = [v for v in metrics.values() if v is not None]
     codes = {r.get("eval_code") for r in rows}

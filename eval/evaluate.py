@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tarfile
 import time
@@ -329,10 +330,30 @@ def read_results(path: str | os.PathLike) -> list[dict]:
     for i, line in enumerate(path.read_text().splitlines()):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise BadInputError(path, f"line {i + 1} is not JSON ({e})") from None
+            problem = result_row_problem(row)
+            if problem:
+                raise BadInputError(path, f"line {i + 1}: {problem}")
+            rows.append(row)
     return rows
+
+
+def result_row_problem(row) -> str | None:
+    """What makes one eval_results.jsonl row unusable (None if nothing): the fields `evaluate` writes, and a
+    main metric that is a finite number (or null, for a task without one)."""
+    if not isinstance(row, dict):
+        return f"not a JSON object ({type(row).__name__})"
+    for key in ("key", "dataset"):
+        if not isinstance(row.get(key), str):
+            return f"no {key!r} string"
+    if not isinstance(row.get("metrics"), dict):
+        return "no 'metrics' object"
+    for name, v in row["metrics"].items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+            return f"metric {name!r} of {row['dataset']} is {v!r}, not a finite number"
+    return None
 
 
 def average_main_metric(rows: Sequence[dict]) -> float | None:

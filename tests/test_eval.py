@@ -484,3 +484,26 @@ def test_table_notes_unequal_samples_seen_but_exempts_the_equal_compute_arm():
     assert "- equal-compute arms, trained longer on purpose (the loop's compute in samples): no_filter_eqc_r1 227,210" in md
     # any other arm that saw other samples is still flagged
     assert "samples seen: 12,800, 25,600 (NOT equal across runs: not comparable)" in table(base + [row("x", [12800])])
+
+
+@pytest.mark.parametrize("results, run_json, problem", [
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": NaN}}', None,
+     "line 1: metric 'main_metric' of x is nan, not a finite number"),
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": "0.5"}}', None, "not a finite number"),
+    ('[0.5]', None, "line 1: not a JSON object (list)"),
+    ('{"key": "x", "metrics": {"main_metric": 0.5}}', None, "line 1: no 'dataset' string"),
+    ('{"key": "x", "dataset": "x", "metrics": 0.5}', None, "line 1: no 'metrics' object"),
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": 0.5}}', "[1]", "not a JSON object (list)"),
+])
+def test_compare_refuses_malformed_results_in_one_line(tmp_path, results, run_json, problem):
+    import _e_harness as H
+
+    run = tmp_path / "m" / "seed0"
+    run.mkdir(parents=True)
+    (run / "eval_results.jsonl").write_text(results + "\n")
+    bad = run / "eval_results.jsonl"
+    if run_json is not None:
+        (run / "run.json").write_text(run_json)
+        bad = run / "run.json"
+    H.assert_one_line_error(H.cli("compare", tmp_path / "m", "--md", tmp_path / "t.md"), bad, problem)
+    assert not (tmp_path / "t.md").exists()
