@@ -19,8 +19,11 @@ A round k, top to bottom (`Loop.run_round`):
                   samples trained and scored, train / score / total FLOPs (`sfcomp.flops`), the run's totals so
                   far and `cost_ratio` to the final training of the pool's scale (`sfcomp.workdir.final_reference`)
 
-`run(rounds, budget=R)` stops before a round whose predicted FLOPs (the previous round's; round 0's estimated)
-would take the run past R x the final training.
+`run(rounds, budget=R)` keeps the whole run within R x the final training: a round runs only if its worst case
+(every model to its cap, with every held-out evaluation; `round_estimate`) fits what is left. When it does not,
+the round's cap is lowered to the most steps that fit (the stopping rule then works inside that cap, recorded in
+round_k/budget_cap.json so that a resumed round keeps it), down to BUDGET_MIN_CAP_FRACTION of the cap; below
+that the loop stops before the round (round 0: refused).
 
 Workdir state (config.json and the fingerprint, completion markers, temp files, adopting round 0) lives in
 `sfcomp.workdir`; torch.distributed in `sfcomp.distributed`; the score arithmetic in `sfcomp.crossfit` and
@@ -31,6 +34,7 @@ scores.rank{r}.npy and rank 0 merges them by uid. Single-process runs take the s
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -55,6 +59,10 @@ from .workdir import (ROUND0_FREE, Workdir, check_accounting, check_round0_frac,
 # settings that change only the cost accounting (which final training a run is weighed against), not a file the
 # loop makes: outside the fingerprint, so a finished workdir can be re-weighed against another scale
 ACCOUNTING = ("scale", "final_samples_seen")
+# --budget lowers a round's cap to fit, but not below this share of it: a model trained much shorter than its cap
+# is under-trained (50 against 200 fixed steps a model: 0.05-0.20 lower clean share, docs/bench/sweep_steps.md),
+# and the loop already has the round before's scores
+BUDGET_MIN_CAP_FRACTION = 0.5
 
 
 @dataclass
@@ -196,34 +204,52 @@ class Loop:
         return adopted
 
     def run(self, rounds: int, budget: float | None = None) -> list[dict]:
-        """Rounds 0..rounds-1 (finished ones kept). With `budget` R, stop before a round whose predicted FLOPs
-        (the previous round's, or round 0's estimate) would take the loop past R x the final training; then
-        `stop_reason` says so. A budget that does not fit round 0 is refused (BadInputError), taking back the
-        config.json and workdir this run made."""
+        """Rounds 0..rounds-1 (finished ones kept). With `budget` R the run's FLOPs stay within R x the final
+        training (`budget_cap`); when a round does not fit even at BUDGET_MIN_CAP_FRACTION of its cap, the loop
+        stops before it and `stop_reason` says so. A budget that does not fit round 0 is refused (BadInputError),
+        taking back the config.json and workdir this run made."""
         if rounds < 1:
             raise BadInputError(None, f"--rounds must be >= 1, got {rounds}")
         check_accounting(None, None, budget)
         out = []
         for k in range(rounds):
             done = self.wd.finished(k)
+            cap = None
             if done is None and budget is not None:
-                so_far = sum(_round_total(r) for r in out)
-                predicted = _round_total(out[-1]) if out else self.round0_estimate()["total_flops"]
                 final = self.final_training()
-                if so_far + predicted > budget * final["flops"]:
+                so_far = sum(_round_total(r) for r in out)
+                cap, need, detail = self.budget_cap(k, budget * final["flops"] - so_far)
+                if cap is None:
+                    where = (f"the final training ({final['scale']}: {final['model']}, {final['samples_seen']} "
+                             f"samples seen)")
                     if k == 0:
                         self._take_back()
-                        raise BadInputError(None, f"--budget {budget:g} does not fit round 0: its estimated "
-                                                  f"{predicted:.3g} FLOPs are {predicted / final['flops']:.4g} x the "
-                                                  f"final training ({final['scale']}: {final['model']}, "
-                                                  f"{final['samples_seen']} samples seen)")
-                    self.stop_reason = (f"stopped before round {k}: its predicted {predicted:.3g} FLOPs would take "
-                                        f"the loop to {(so_far + predicted) / final['flops']:.4g} x the final "
-                                        f"training ({final['scale']}: {final['model']}, {final['samples_seen']} "
-                                        f"samples seen), past --budget {budget:g}")
+                        raise BadInputError(None, f"--budget {budget:g} does not fit round 0: {detail}, its "
+                                                  f"{need:.3g} FLOPs at most are {need / final['flops']:.4g} x {where}")
+                    self.stop_reason = (f"stopped before round {k}: {detail}, its {need:.3g} FLOPs at most would "
+                                        f"take the loop to {(so_far + need) / final['flops']:.4g} x {where}, past "
+                                        f"--budget {budget:g}")
                     break
-            out.append(done if done is not None else self.run_round(k))
+            out.append(done if done is not None else self.run_round(k, budget_cap=cap))
         return out
+
+    def budget_cap(self, k: int, left: float) -> tuple[int | None, float, str]:
+        """Round k's steps per model within `left` FLOPs: its cap when the worst case fits, else the most steps
+        that fit, not below BUDGET_MIN_CAP_FRACTION of the cap. A cap that a killed run of this round recorded is
+        kept (its partial models follow that cap's schedule). Returns (steps or None, the worst-case FLOPs of
+        the smallest steps tried, what was tried)."""
+        full = self.round_cap(k)
+        recorded = self.wd.read_budget_cap(k)
+        if recorded is not None:
+            need = self.round_estimate(k, recorded)["total_flops"]
+            return (recorded if need <= left else None), need, \
+                f"a killed earlier run started it at {recorded} of its {full} steps a model"
+        low = max(1, math.ceil(full * BUDGET_MIN_CAP_FRACTION))
+        for steps in range(full, low - 1, -1):  # a scan, not a bisection: the evaluation interval follows the cap
+            need = self.round_estimate(k, steps)["total_flops"]
+            if need <= left:
+                return steps, need, ""
+        return None, need, f"even at {low} of its {full} steps a model"
 
     def _take_back(self) -> None:
         """Remove what this run wrote before any round started: its config.json, and the workdir it created."""
@@ -241,8 +267,9 @@ class Loop:
             self._final = final_training(self.reference)
         return self._final
 
-    def _plan(self, k: int, mix_rows: np.ndarray) -> tuple[np.ndarray, int, list[int]]:
-        """(fold of each mix row, steps per model, training batch per model) of round k."""
+    def _plan(self, k: int, mix_rows: np.ndarray, budget_cap: int | None = None) -> tuple[np.ndarray, int, list[int]]:
+        """(fold of each mix row, steps per model, training batch per model) of round k; `budget_cap` lowers
+        the steps."""
         from .train import steps_for
 
         cfg, preset = self.config, self.preset
@@ -251,6 +278,8 @@ class Loop:
             np.zeros(len(mix_rows), np.int64)
         steps = cfg.steps if cfg.steps is not None else steps_for(preset, len(mix_rows) * (folds - 1) // max(1, folds)
                                                                  if folds >= 2 else len(mix_rows))
+        if budget_cap is not None:
+            steps = min(steps, budget_cap)
         sizes = [int((fold_of_mix != f).sum()) for f in range(folds)] if folds >= 2 else [len(mix_rows)]
         return fold_of_mix, steps, [min(preset["batch_size"], n) for n in sizes]
 
@@ -269,22 +298,35 @@ class Loop:
         passes = len(batches) * (1 + len(self._snapshot_steps(steps)))
         return round_compute(self.preset, steps, batches, len(self.data.uids), passes)
 
-    def round0_estimate(self) -> dict:
-        """Round 0's compute predicted without making its mix (writes nothing): the mix is the pool or
-        int(N x --round0-frac) of it."""
-        cfg = self.config
-        n = len(self.data.uids)
-        n0 = n if cfg.round0_frac >= 1 else int(n * cfg.round0_frac)
-        per_model = n0 * (cfg.folds - 1) // cfg.folds if cfg.folds >= 2 else n0
+    def _mix_size(self, k: int) -> int:
+        """Round k's training mix size at most, without making the mix: the pool or int(N x --round0-frac) of it
+        in round 0, round k-1's next mix after."""
+        if k == 0:
+            n = len(self.data.uids)
+            return n if self.config.round0_frac >= 1 else int(n * self.config.round0_frac)
+        self.wd.require_finished(k - 1)
+        return len(U.read_subset(self.round_dir(k - 1) / "next_mix.npy", mmap=True))
+
+    def round_cap(self, k: int) -> int:
+        """Round k's steps per model (its cap under --stop heldout), as `_plan` sets them."""
         from .train import steps_for
 
-        steps = cfg.steps if cfg.steps is not None else steps_for(self.preset, per_model)
-        batches = [min(self.preset["batch_size"], max(1, per_model))] * max(1, cfg.folds)
-        if self.stop_rule is not None:  # at most: every model runs to its cap
-            held_out = max(1, n0 - per_model)
+        cfg, n = self.config, self._mix_size(k)
+        return cfg.steps if cfg.steps is not None else steps_for(
+            self.preset, n * (cfg.folds - 1) // cfg.folds if cfg.folds >= 2 else n)
+
+    def round_estimate(self, k: int, steps: int | None = None) -> dict:
+        """Round k's compute at most, predicted without making its mix (writes nothing): every model trained
+        `steps` (default: its cap) at a batch of no more than the mix, and under --stop heldout every
+        evaluation to that cap on no more than the mix. The real round's count is never above it."""
+        cfg = self.config
+        n = self._mix_size(k)
+        steps = self.round_cap(k) if steps is None else steps
+        batches = [min(self.preset["batch_size"], max(1, n))] * max(1, cfg.folds)
+        if self.stop_rule is not None:
             evals = steps // eval_every(self.stop_rule, steps) + 1
             return self._compute(steps, batches, [{"steps": steps, "samples_evaluated": evals * min(
-                held_out, self.stop_rule["stop_eval_samples"])}] * len(batches))
+                max(1, n), self.stop_rule["stop_eval_samples"])}] * len(batches))
         return self._compute(steps, batches)
 
     def _accounting(self, k: int, compute: dict) -> dict:
@@ -317,7 +359,9 @@ class Loop:
                 "counted_by": f"{COUNTER} (torch {torch.__version__})"}
 
     # ---- one round
-    def run_round(self, k: int | None = None) -> dict:
+    def run_round(self, k: int | None = None, budget_cap: int | None = None) -> dict:
+        """Round k (default: the next unfinished one). `budget_cap`: its steps per model set by --budget
+        (`budget_cap`); a cap recorded by a killed earlier run of the round wins."""
         k = self.finished_rounds() if k is None else k
         if k < 0:
             check_round_index(self.workdir, k)
@@ -336,7 +380,13 @@ class Loop:
 
         # 1. the mix
         mix_rows = self._mix_rows(k)
-        plan = self._plan(k, mix_rows)
+        recorded = self.wd.read_budget_cap(k)
+        cap = recorded if recorded is not None else budget_cap
+        if cap is not None and cap >= self.round_cap(k):
+            cap = None  # the budget did not lower it
+        if cap is not None and recorded is None and self.rank == 0:  # before any model trains to it
+            write_json(self.wd.budget_cap_file(k), {"steps": cap, "cap": self.round_cap(k)})
+        plan = self._plan(k, mix_rows, cap)
         scores_path = self.wd.scores_path(k)
         if self.wd.scored(k):
             # killed after its score file was complete: only selection and the report are left to do
@@ -360,6 +410,8 @@ class Loop:
             compute = self._accounting(k, self._compute(plan[1], plan[2], counts.get("stopping")))
             result = self._select_and_report(k, scores_path, mix_rows, img_emb_sample, timings, compute,
                                              counts.get("stopping"))
+            if cap is not None:
+                result["budget_cap"] = {"steps": cap, "cap": self.round_cap(k)}
             result.update({"round": k, "fingerprint": self.fingerprint, "world_size": self.world,
                            **{c: v for c, v in counts.items() if c not in ("trained", "scored")},
                            "train_samples_per_s": counts["trained"] / timings["train_s"] if timings["train_s"] else None,

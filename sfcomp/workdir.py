@@ -6,7 +6,8 @@ no model, no cache and no process group.
 
 Layout (see `sfcomp.loop` for what each file holds):
     W/config.json                  pool + preset + loop settings and their fingerprint
-    W/round_{k:02d}/mix.npy, model_f{f}.pt, stop_f{f}.json (--stop heldout), snapshots_f{f}.rank{r}.npy,
+    W/round_{k:02d}/mix.npy, budget_cap.json (--budget lowered the cap), model_f{f}.pt, stop_f{f}.json
+                   (--stop heldout), snapshots_f{f}.rank{r}.npy,
                    emb_sample.npz, scores.npy(.json),
                    next_mix.npy(.json), report.json, report.png, done.json (the completion marker, written last)
     W/final_scores.npy (+.json)    the last finished round's score file
@@ -252,6 +253,20 @@ class Workdir:
 
     def checkpoint(self, k: int, f: int) -> Path:
         return self.round_dir(k) / f"model_f{f}.pt"
+
+    def budget_cap_file(self, k: int) -> Path:
+        """--budget: the steps per model round k was started with when the budget lowered its cap."""
+        return self.round_dir(k) / "budget_cap.json"
+
+    def read_budget_cap(self, k: int) -> int | None:
+        path = self.budget_cap_file(k)
+        if not path.exists():
+            return None
+        steps = read_json_object(path, "round's budget cap", "delete the round folder to rerun the round").get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise BadInputError(path, f"'steps' must be an integer >= 1, got {steps!r}; delete the round folder "
+                                      "to rerun the round")
+        return steps
 
     def stop_file(self, k: int, f: int) -> Path:
         """--stop heldout: how fold f's model stopped (steps, cap, reason, metric, held-out curve)."""

@@ -106,12 +106,95 @@ def test_final_scores_sidecar_carries_the_run_totals(one_round):
 
 # ---------------------------------------------------------------- --budget
 def test_budget_too_small_stops_before_round_1(base, one_round):
-    ratio0 = one_round["report"]["cost_ratio"]  # round 0's cost: fits 1.5x of it, round 1 would not
+    ratio0 = one_round["report"]["cost_ratio"]  # round 0's cost: fits 1.1x of it, round 1 would not even at half
     work = base["root"] / "work_budget"
     code, out, err = H.cli("run", *_args(base, work, "--final-samples-seen", str(FINAL_SEEN), "--rounds", "3",
-                                         "--budget", str(1.5 * ratio0)))
-    assert (code, "budget: stopped before round 1" in out, (work / "round_01").exists()) == (0, True, False), \
-        (code, out, err)
+                                         "--budget", str(1.1 * ratio0)))
+    assert (code, "budget: stopped before round 1: even at 1 of its 2 steps a model" in out,
+            (work / "round_01").exists()) == (0, True, False), (code, out, err)
+
+
+BUDGET_STEPS = 8  # room to lower a cap: down to 4
+
+
+def _budget_args(base, work, stop, *extra):
+    return ["--pool", base["pool"], "--workdir", work, "--preset", base["preset"], "--cache-dir",
+            base["root"] / "cache", "--steps", str(BUDGET_STEPS), "--stop", stop, "--threads", "1", "--quiet",
+            "--final-samples-seen", str(FINAL_SEEN), *extra]
+
+
+def _open_loop(base, work, stop):
+    from sfcomp.loop import Loop, LoopConfig
+
+    cfg = LoopConfig(preset=str(base["preset"]), steps=BUDGET_STEPS, stop=stop, final_samples_seen=FINAL_SEEN)
+    return Loop(str(base["pool"]), work, cfg, cache_dir=base["root"] / "cache", progress=False)
+
+
+@pytest.fixture(scope="module", params=["fixed", "heldout"])
+def budget_round0(base, request):
+    """Round 0 at 8 steps a model, and the loop's worst-case estimates of round 1 at 4..8 steps."""
+    work = base["root"] / f"work_b_{request.param}"
+    code, out, err = H.cli("round", *_budget_args(base, work, request.param))
+    assert code == 0, err
+    loop = _open_loop(base, work, request.param)
+    total0 = loop.wd.finished(0)["compute"]["total_flops"]
+    est = {s: loop.round_estimate(1, s)["total_flops"] for s in range(4, BUDGET_STEPS + 1)}
+    return {"work": work, "stop": request.param, "total0": total0, "est1": est,
+            "final": loop.final_training()["flops"]}
+
+
+def test_budget_lowers_a_rounds_cap_to_fit_and_the_run_stays_within_it(base, budget_round0, tmp_path):
+    b = budget_round0
+    est = b["est1"]
+    assert all(est[s] < est[s + 1] for s in range(4, BUDGET_STEPS)), est  # more steps, more FLOPs at most
+    budget = (b["total0"] + (est[6] + est[7]) / 2) / b["final"]  # round 1 fits at 6 steps, not at 7
+    work = tmp_path / "w"
+    code, out, err = H.cli("run", *_budget_args(base, work, b["stop"], "--rounds", "3", "--budget", str(budget),
+                                                "--round0-from", b["work"]))
+    assert code == 0, err
+    done1 = json.loads((work / "round_01" / "done.json").read_text())
+    assert done1["budget_cap"] == {"steps": 6, "cap": BUDGET_STEPS}
+    assert json.loads((work / "round_01" / "budget_cap.json").read_text()) == {"steps": 6, "cap": BUDGET_STEPS}
+    assert max(done1["compute"]["steps_per_model"]) <= 6 and done1["compute"]["total_flops"] <= est[6]
+    if b["stop"] == "heldout":
+        assert {s["cap"] for s in done1["stopping"]} == {6}
+    assert "budget: round 1's cap lowered from 8 to 6 steps a model to fit --budget" in out
+    assert "budget: stopped before round 2" in out and not (work / "round_02").exists()
+    assert done1["compute"]["run_so_far"]["total_flops"] <= budget * b["final"]
+
+
+@pytest.mark.parametrize("share", [0.3, 0.7, 1.0, 1.5])
+def test_budget_is_never_exceeded(base, budget_round0, tmp_path, share):
+    """Whatever the budget, the finished rounds' FLOPs stay within it (the estimate is a worst case)."""
+    b = budget_round0
+    budget = (b["total0"] + share * b["est1"][BUDGET_STEPS]) / b["final"]
+    work = tmp_path / "w"
+    code, out, err = H.cli("run", *_budget_args(base, work, b["stop"], "--rounds", "4", "--budget", str(budget),
+                                                "--round0-from", b["work"]))
+    assert code == 0, err
+    rounds = sorted(work.glob("round_*/done.json"))
+    last = json.loads(rounds[-1].read_text())["compute"]["run_so_far"]
+    assert last["total_flops"] <= budget * b["final"]
+    assert (len(rounds) < 4) == ("budget: stopped before round" in out)
+
+
+def test_a_resumed_round_keeps_the_cap_the_budget_set(base, budget_round0, tmp_path):
+    b = budget_round0
+    budget = (b["total0"] + (b["est1"][5] + b["est1"][6]) / 2) / b["final"]  # round 1 at 5 steps
+    work = tmp_path / "w"
+    args = _budget_args(base, work, b["stop"], "--rounds", "2", "--round0-from", b["work"])
+    assert H.cli("run", *args, "--budget", str(budget))[0] == 0
+    first = json.loads((work / "round_01" / "done.json").read_text())
+    # as if killed before its completion marker: resumed with a looser budget, the round keeps its 5 steps
+    (work / "round_01" / "done.json").unlink()
+    for ckpt in (work / "round_01").glob("model_f1.pt"):
+        ckpt.unlink()
+    (work / "round_01" / "scores.npy").unlink()
+    code, out, err = H.cli("run", *args, "--budget", str(10 * budget))
+    assert code == 0, err
+    again = json.loads((work / "round_01" / "done.json").read_text())
+    assert again["budget_cap"] == first["budget_cap"] == {"steps": 5, "cap": BUDGET_STEPS}
+    assert again["compute"]["steps_per_model"] == first["compute"]["steps_per_model"]
 
 
 def test_budget_below_round_0_is_refused_and_leaves_nothing(base, one_round, tmp_path):

@@ -154,7 +154,9 @@ def round_cmd(round_index, **kw) -> None:
 @_loop_options
 @click.option("--rounds", default=DEFAULTS["rounds"], show_default=True, type=int, help="Rounds in total (finished ones are kept).")
 @click.option("--budget", default=None, type=float,
-              help="Stop before a round that would take the run's FLOPs past this multiple of the final training's.")
+              help="Keep the run's FLOPs within this multiple of the final training's: a round runs only if its "
+                   "worst case fits (every model to its cap); else its cap is lowered to fit, down to half, else "
+                   "the loop stops before it.")
 def run_cmd(rounds, budget, **kw) -> None:
     """Chain self-filtering rounds; resumes from the last finished round. Leaves WORKDIR/final_scores.npy."""
     from ..workdir import check_accounting
@@ -166,6 +168,9 @@ def run_cmd(rounds, budget, **kw) -> None:
     for r in results:
         if loop.rank == 0:
             _echo_round(r)
+            if r.get("budget_cap"):
+                click.echo(f"budget: round {r['round']}'s cap lowered from {r['budget_cap']['cap']} to "
+                           f"{r['budget_cap']['steps']} steps a model to fit --budget")
     if loop.rank == 0:
         c = results[-1].get("compute") if results else None
         if c:
