@@ -240,6 +240,13 @@ class Loop:
         the smallest steps tried, what was tried)."""
         full = self.round_cap(k)
         recorded = self.wd.read_budget_cap(k)
+        if self.wd.scored(k):  # trained and scored by a killed run (or adopted): counted as it ran
+            steps = recorded or full
+            stops = [self._read_stop(k, f) for f in range(max(1, self.config.folds))] if self.stop_rule else None
+            need = self.round_estimate(k, steps, stops)["total_flops"]
+            return (steps if need <= left else None), need, "its models are already trained and scored"
+        if recorded is None and self._round_started(k):  # a killed run trained a model at the full cap
+            recorded = full
         if recorded is not None:
             need = self.round_estimate(k, recorded)["total_flops"]
             return (recorded if need <= left else None), need, \
@@ -250,6 +257,10 @@ class Loop:
             if need <= left:
                 return steps, need, ""
         return None, need, f"even at {low} of its {full} steps a model"
+
+    def _round_started(self, k: int) -> bool:
+        """A killed earlier run left round k a trained model or its scores."""
+        return self.wd.scored(k) or any(self.wd.checkpoint(k, f).exists() for f in range(max(1, self.config.folds)))
 
     def _take_back(self) -> None:
         """Remove what this run wrote before any round started: its config.json, and the workdir it created."""
@@ -315,14 +326,17 @@ class Loop:
         return cfg.steps if cfg.steps is not None else steps_for(
             self.preset, n * (cfg.folds - 1) // cfg.folds if cfg.folds >= 2 else n)
 
-    def round_estimate(self, k: int, steps: int | None = None) -> dict:
+    def round_estimate(self, k: int, steps: int | None = None, stops: list[dict] | None = None) -> dict:
         """Round k's compute at most, predicted without making its mix (writes nothing): every model trained
         `steps` (default: its cap) at a batch of no more than the mix, and under --stop heldout every
-        evaluation to that cap on no more than the mix. The real round's count is never above it."""
+        evaluation to that cap on no more than the mix, or what the models' stop records (`stops`) say they
+        took. The real round's count is never above it."""
         cfg = self.config
         n = self._mix_size(k)
         steps = self.round_cap(k) if steps is None else steps
         batches = [min(self.preset["batch_size"], max(1, n))] * max(1, cfg.folds)
+        if stops is not None:
+            return self._compute(steps, batches, stops)
         if self.stop_rule is not None:
             evals = steps // eval_every(self.stop_rule, steps) + 1
             return self._compute(steps, batches, [{"steps": steps, "samples_evaluated": evals * min(

@@ -233,3 +233,20 @@ def test_run_help_imports_no_torch():
             "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_round_started_at_its_full_cap_is_not_lowered_on_resume(base, budget_round0, tmp_path):
+    """Killed after fold 0 trained at the full cap, then resumed with a tighter budget: lowering the cap now would
+    mix models of two schedules and undercount fold 0, so the loop stops before the round instead."""
+    b = budget_round0
+    work = tmp_path / "w"
+    args = _budget_args(base, work, b["stop"], "--rounds", "2", "--round0-from", b["work"])
+    assert H.cli("run", *args)[0] == 0
+    for name in ("done.json", "model_f1.pt", "scores.npy"):
+        (work / "round_01" / name).unlink()
+    budget = (b["total0"] + (b["est1"][6] + b["est1"][7]) / 2) / b["final"]  # would lower a fresh round to 6
+    code, out, err = H.cli("run", *args, "--budget", str(budget))
+    assert code == 0, err
+    assert "budget: stopped before round 1: a killed earlier run started it at 8 of its 8 steps a model" in out
+    assert not (work / "round_01" / "done.json").exists() and not (work / "round_01" / "budget_cap.json").exists()
+    assert (work / "round_01" / "model_f0.pt").exists()  # kept for a resume with a budget it fits
