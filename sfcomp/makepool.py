@@ -287,7 +287,7 @@ class PoolBuilder:
         import pyarrow.parquet as pq
 
         from .download import download, read_stats
-        from .sources.serve import BlobServer, try_port
+        from .sources.serve import BlobServer
 
         shard_dir = self.out / "shards"
         t = plan.table
@@ -319,7 +319,7 @@ class PoolBuilder:
         else:
             routes = {p: (int(o), int(n)) for p, o, n in zip(served["path"], served["blob_offset"],
                                                             served["blob_length"])}
-            port = url_port if try_port(url_port) else 0
+            port = url_port if _wait_for_port(url_port) else 0
             with BlobServer(blob, routes, port=port) as server:
                 if server.port != url_port:
                     self.log(f"[make-pool] port {url_port} busy; serving on {server.port} (metadata urls keep "
@@ -450,3 +450,16 @@ def _serve_own_files(plan, items, files: list[bytes]) -> None:
 def make_pool(out: str | os.PathLike, **kwargs) -> dict:
     """Build (or resume) a demo pool at `out`; returns the summary written to out/make_pool.json."""
     return PoolBuilder(out, **kwargs).build()
+
+
+def _wait_for_port(port: int, seconds: float = 20.0) -> bool:
+    """True once 127.0.0.1:`port` can be bound, trying for up to `seconds`: the metadata's urls name this port,
+    and a client socket that happens to hold it (it lies in the kernel's ephemeral range) lets go in moments."""
+    from .sources.serve import try_port
+
+    deadline = time.monotonic() + seconds
+    while not try_port(port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.25)
+    return True

@@ -363,3 +363,20 @@ def test_pool_larger_than_supply_reposts_altered_copies():
     src = t["source_index"].to_numpy()
     assert all(not np.array_equal(plan.pixels[i], images[src[i]]) for i in reposts)  # altered, not copied
     assert (t["class"].to_numpy() == labels[src]).all()
+
+
+def test_download_waits_for_the_metadata_port_held_by_another_socket():
+    """The metadata urls name a port fixed by the seed; a socket that holds it for a moment (it lies in the
+    kernel's ephemeral range) is waited out, so the shards' urls still equal the metadata's."""
+    import socket
+    import threading
+
+    from sfcomp.makepool import _wait_for_port
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    assert _wait_for_port(port, seconds=0.3) is False  # held throughout: the caller serves on another port
+    threading.Timer(0.5, holder.close).start()
+    assert _wait_for_port(port, seconds=60) is True
