@@ -83,6 +83,9 @@ class LoopConfig:
     # "heldout": steps are a cap, early stopping on each model's held-out fold; "fixed": the steps. None (the
     # default): heldout unless --steps, --folds 1 or --snapshots is given (sfcomp.workdir.resolve_stop)
     stop: str | None = None
+    # every round's fold model f continues from the round before's model f (folds fixed across rounds by round 0's
+    # uid hash, and every row scored by its own fold's model, so no model ever scores a row it trained on)
+    warm_start: bool = False
 
     def __post_init__(self) -> None:
         self.stop = resolve_stop(self.stop, self.steps, self.folds, self.snapshots)
@@ -96,7 +99,7 @@ class LoopConfig:
         when it is not `fixed`: a fixed-steps workdir's config.json and fingerprint stay those made before
         --stop existed."""
         return {k: v for k, v in asdict(self).items() if k != "preset" and k not in ACCOUNTING
-                and not (k == "stop" and v == "fixed")}
+                and not (k == "stop" and v == "fixed") and not (k == "warm_start" and not v)}
 
     def check(self) -> None:
         """Every setting checked before anything is written (pure: no torch, no file)."""
@@ -150,6 +153,7 @@ class Loop:
             check_round0_frac(config.round0_frac, n_rows)
         self.reference = final_reference(config.scale, n_rows, config.final_samples_seen)
         self._final: dict | None = None  # the final training's FLOPs, counted when first needed
+        self._mix_sizes: dict[int, int] = {}  # round k -> its mix size (round k-1's next mix), read once
         self.stop_reason: str | None = None  # why `run` stopped early (--budget), for the summary
         config_json = self.wd.check_config(self.pool.root, self.pool_fingerprint, self.preset, self.loop_settings())
         self.fingerprint = self.wd.fingerprint
@@ -285,7 +289,7 @@ class Loop:
 
         cfg, preset = self.config, self.preset
         folds = cfg.folds
-        fold_of_mix = fold_of(self.data.uids[mix_rows], folds, cfg.seed, k) if folds >= 2 else \
+        fold_of_mix = fold_of(self.data.uids[mix_rows], folds, cfg.seed, self._fold_round(k)) if folds >= 2 else \
             np.zeros(len(mix_rows), np.int64)
         steps = cfg.steps if cfg.steps is not None else steps_for(preset, len(mix_rows) * (folds - 1) // max(1, folds)
                                                                  if folds >= 2 else len(mix_rows))
@@ -293,6 +297,11 @@ class Loop:
             steps = min(steps, budget_cap)
         sizes = [int((fold_of_mix != f).sum()) for f in range(folds)] if folds >= 2 else [len(mix_rows)]
         return fold_of_mix, steps, [min(preset["batch_size"], n) for n in sizes]
+
+    def _fold_round(self, k: int) -> int:
+        """The round whose uid hash draws round k's folds: k, or 0 for every round under warm_start (a model
+        continued across rounds must keep its held-out fold)."""
+        return 0 if self.config.warm_start else k
 
     def _snapshot_steps(self, steps: int) -> list[int]:
         return sorted({max(1, min(steps, round(s * steps))) for s in self.config.snapshots} - {steps})
@@ -315,8 +324,10 @@ class Loop:
         if k == 0:
             n = len(self.data.uids)
             return n if self.config.round0_frac >= 1 else int(n * self.config.round0_frac)
-        self.wd.require_finished(k - 1)
-        return len(U.read_subset(self.round_dir(k - 1) / "next_mix.npy", mmap=True))
+        if k not in self._mix_sizes:  # a finished round's next mix never changes: read it once
+            self.wd.require_finished(k - 1)
+            self._mix_sizes[k] = len(U.read_subset(self.round_dir(k - 1) / "next_mix.npy", mmap=True))
+        return self._mix_sizes[k]
 
     def round_cap(self, k: int) -> int:
         """Round k's steps per model (its cap under --stop heldout), as `_plan` sets them."""
@@ -385,6 +396,11 @@ class Loop:
             return done
         if k > 0:
             self.wd.finished(k - 1)  # the mix comes from round k-1: it must be this configuration's
+            if self.config.warm_start and not self.wd.scored(k):
+                for f in range(max(1, self.config.folds)):
+                    if not self.wd.checkpoint(k - 1, f).is_file():
+                        raise BadInputError(self.wd.checkpoint(k - 1, f), f"warm start needs round {k - 1}'s fold "
+                                                                         f"{f} model; rerun round {k - 1}")
         check_round_index(self.workdir, k)  # before the round folder exists
         rdir.mkdir(parents=True, exist_ok=True)
         self.wd.remove_stale_temps(rdir)
@@ -502,7 +518,10 @@ class Loop:
             del model
             barrier()
 
-        fold = fold_membership(score_rows, mix_rows, fold_of_mix)
+        if cfg.warm_start and folds >= 2:  # outside the mix too, a row's only held-out model is its own fold's
+            fold = fold_of(self.data.uids[score_rows], folds, cfg.seed, self._fold_round(k))
+        else:
+            fold = fold_membership(score_rows, mix_rows, fold_of_mix)
         unread = getattr(self.data, "unread", None)  # streamed data: samples no model could read are skipped
         moments = self._fold_moments(cos, fold, score_rows, unread) if folds >= 2 else None
         fields = compute_fields(ModelCosines(cos, fold, snaps, folds, moments), cfg.snapshots)
@@ -551,10 +570,8 @@ class Loop:
         (`HeldOutStopping`). Returns (model, samples trained on, the stop record or None)."""
         import torch
 
-        from .model import create_model
-
         cfg, preset = self.config, self.preset
-        model, _ = create_model(preset, seed=derive_seed(cfg.seed, "model", k, f))
+        model = self._initial_model(k, f)
         ckpt, snap_path = self.wd.checkpoint(k, f), self.wd.snapshot_file(k, f)
         stop_path = self.wd.stop_file(k, f)
         if ckpt.exists() and (not cfg.snapshots or snap_path.exists()) and (held_out is None or stop_path.exists()):
@@ -566,7 +583,7 @@ class Loop:
             except Exception as e:  # truncated/corrupt: retrain the fold (same seeds, same model)
                 print(f"warning: {ckpt}: unreadable checkpoint ({type(e).__name__}); retraining fold {f}",
                       file=sys.stderr)
-                model, _ = create_model(preset, seed=derive_seed(cfg.seed, "model", k, f))
+                model = self._initial_model(k, f)
                 snaps[f] = []
         snap_steps = self._snapshot_steps(steps)
         on_step = None
@@ -602,6 +619,23 @@ class Loop:
             with atomic_open(ckpt, "wb") as fh:
                 torch.save({k2: v.cpu() for k2, v in model.state_dict().items()}, fh)
         return model, taken * min(preset["batch_size"], len(train_rows)), record
+
+    def _initial_model(self, k: int, f: int):
+        """Fold f's model before round k's training: new (seeded), or under warm_start from round 1 on, round
+        k-1's fold f model (its kept weights)."""
+        import torch
+
+        from .model import create_model
+
+        model, _ = create_model(self.preset, seed=derive_seed(self.config.seed, "model", k, f))
+        if self.config.warm_start and k > 0:
+            prev = self.wd.checkpoint(k - 1, f)
+            try:
+                model.load_state_dict(torch.load(prev, map_location="cpu", weights_only=True))
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same bad input
+                raise BadInputError(prev, f"warm start needs round {k - 1}'s fold {f} model, unreadable "
+                                          f"({type(e).__name__}); rerun round {k - 1}") from None
+        return model
 
     def _read_stop(self, k: int, f: int) -> dict:
         from .workdir import read_json_object

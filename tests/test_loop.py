@@ -273,3 +273,39 @@ def test_the_loop_sets_its_own_steps_unless_the_run_fixes_them():
         ["fixed"] * 3
     assert LoopConfig(steps=5, stop="heldout").stop == "heldout" and LoopConfig(stop="fixed").stop == "fixed"
     assert LoopConfig().loop_settings()["stop"] == "heldout" and "stop" not in LoopConfig(steps=5).loop_settings()
+
+
+def test_warm_start_continues_each_fold_model_and_scores_every_row_by_its_own_fold(pool, tmp_path):
+    """--warm-start: round 0 is the cold run's; round 1's fold models start from round 0's (at lr 0 they stay
+    them, so every row's crossfit score repeats round 0's: folds kept, rows outside the mix scored by their own
+    fold's model, not the mean)."""
+    still = load_preset(pool["preset"])
+    still.update(lr=0.0, name="fast-tiny-lr0")
+    (tmp_path / "lr0.json").write_text(json.dumps(still))
+    lr0 = str(tmp_path / "lr0.json")
+    cold = Loop(pool["root"], tmp_path / "cold", LoopConfig(preset=lr0, steps=2), progress=False)
+    cold.run(2)
+    warm = Loop(pool["root"], tmp_path / "warm", LoopConfig(preset=lr0, steps=2, warm_start=True), progress=False)
+    warm.run(2)
+    r0, r1 = (read_scores(tmp_path / "warm" / f"round_0{k}" / "scores.npy") for k in (0, 1))
+    assert np.array_equal(r0, read_scores(tmp_path / "cold" / "round_00" / "scores.npy"))
+    assert np.array_equal(r0["crossfit"], r1["crossfit"]) and np.array_equal(r0["crossfit_z"], r1["crossfit_z"])
+    for f in (0, 1):
+        a, b = (torch.load(tmp_path / "warm" / f"round_0{k}" / f"model_f{f}.pt", weights_only=True) for k in (0, 1))
+        assert all(torch.equal(a[n], b[n]) for n in a)
+    # without it, round 1 draws new folds and new models: its scores differ from round 0's
+    c1 = read_scores(tmp_path / "cold" / "round_01" / "scores.npy")
+    assert not np.array_equal(c1["crossfit"], r0["crossfit"])
+    # a setting of the workdir: resuming without it is another configuration; off, the fingerprint is the old one
+    with pytest.raises(BadInputError, match="different configuration"):
+        Loop(pool["root"], tmp_path / "warm", LoopConfig(preset=lr0, steps=2), progress=False)
+    assert "warm_start" not in LoopConfig().loop_settings() and LoopConfig(warm_start=True).loop_settings()["warm_start"]
+
+
+def test_warm_start_refuses_a_round_whose_previous_models_are_gone(pool, tmp_path):
+    Loop(pool["root"], tmp_path / "w", config(pool, warm_start=True), progress=False).run(1)
+    (tmp_path / "w" / "round_00" / "model_f1.pt").unlink()
+    loop = Loop(pool["root"], tmp_path / "w", config(pool, warm_start=True), progress=False)
+    with pytest.raises(BadInputError, match="warm start needs round 0's fold 1 model"):
+        loop.run_round()
+    assert not (tmp_path / "w" / "round_01").exists()

@@ -2,7 +2,7 @@
 
     python bench/experiments/sweep_steps.py --pool P1 [--pool P2 ...] [--steps 50,100,200,400]
         [--rule heldout] [--rounds 3] [--folds 2] [--loop-seeds 0,1,2] [--out bench/out/sweep_steps] [--jobs 2]
-        [--measure-only]
+        [--run-args=--warm-start] [--measure-only]
 
 For every pool (each needs truth.parquet): one `sfcomp run` per fixed step count (`--stop fixed --steps S`) and
 one with the rule (`--stop RULE`, its cap the preset's steps unless `--rule-cap`), every other setting the
@@ -143,6 +143,7 @@ class StepSweep:
             args += ["--score", self.a.score]
         if self.a.threads:
             args += ["--threads", str(self.a.threads)]
+        args += self.a.run_args.split()
         t0 = time.time()
         r = sfcomp(*args, log=self.log)
         self.timings[f"{pool.name}/{work.name}"] = round(time.time() - t0, 1)
@@ -208,6 +209,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rule-preset", default=None,
                    help="the rule arm's own preset (default: --preset), e.g. bench/experiments/presets/tiny-const-ema.json")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--run-args", default="", help="more `sfcomp run` options for every arm, e.g. --run-args=--warm-start")
     p.add_argument("--score", default=None, help="`sfcomp run --score` of every arm (default: the library's)")
     p.add_argument("--folds", type=int, default=2)
     p.add_argument("--fraction", type=float, default=0.3)

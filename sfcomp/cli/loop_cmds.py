@@ -79,6 +79,9 @@ def _loop_options(f):
                           "stop_metric, stop_eval_every, stop_patience, stop_min_delta, stop_eval_samples); fixed: "
                           "train every model the preset's (or --steps) steps. Without --stop, --steps, --folds 1 "
                           "and --snapshots each mean fixed."),
+        click.option("--warm-start", is_flag=True,
+                     help="Each round's fold model f continues from the round before's (folds fixed across rounds; "
+                          "every sample scored by its own fold's model). Default: every round trains new models."),
         click.option("--snapshots", default="", help="Comma-separated fractions of training (e.g. 0.5,0.75) at "
                                                      "which to snapshot scores for the ckpt_avg score."),
         click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
@@ -104,7 +107,7 @@ def _loop_options(f):
 
 def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac, round0_frac, train_shards, steps,
                snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None, scale=None,
-               final_samples_seen=None, stop=None):
+               final_samples_seen=None, stop=None, warm_start=False):
     from ..loop import Loop, LoopConfig
 
     at_least("--threads", threads, 1)
@@ -112,7 +115,7 @@ def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac,
     cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
                      round0_frac=round0_frac, train_shards=parse_train_shards(train_shards), steps=steps,
                      snapshots=parse_snapshots(snapshots), scale=scale, final_samples_seen=final_samples_seen,
-                     stop=stop)
+                     stop=stop, warm_start=warm_start)
     cfg.check()
     if threads:
         import torch
