@@ -309,3 +309,8 @@ def test_warm_start_refuses_a_round_whose_previous_models_are_gone(pool, tmp_pat
     with pytest.raises(BadInputError, match="warm start needs round 0's fold 1 model"):
         loop.run_round()
     assert not (tmp_path / "w" / "round_01").exists()
+    r = CliRunner().invoke(cli, ["run", "--pool", pool["root"], "--workdir", str(tmp_path / "w"), "--preset",
+                                 pool["preset"], "--rounds", "2", "--warm-start", *CLI_ARGS])
+    assert r.exit_code == 2 and not (tmp_path / "w" / "round_01").exists()
+    assert r.output.strip() == f"error: {tmp_path / 'w' / 'round_00' / 'model_f1.pt'}: warm start needs round 0's " \
+                               "fold 1 model; rerun round 0"
