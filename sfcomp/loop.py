@@ -38,6 +38,7 @@ import math
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,8 +54,8 @@ from .guard import check_loop_dirs
 from .pool import Pool, pool_fingerprint
 from .score import cosine_scores
 from .scoretypes import ModelCosines, available, compute_fields
-from .workdir import (ROUND0_FREE, Workdir, check_accounting, check_round0_frac, check_round_index, check_stop,
-                      check_train_shards, eval_every, final_reference, resolve_pool, resolve_stop, stop_rule)
+from .workdir import (LOCK_FILE, ROUND0_FREE, Workdir, check_accounting, check_round0_frac, check_round_index,
+                      check_stop, check_train_shards, eval_every, final_reference, resolve_pool, resolve_stop, stop_rule)
 
 # settings that change only the cost accounting (which final training a run is weighed against), not a file the
 # loop makes: outside the fingerprint, so a finished workdir can be re-weighed against another scale
@@ -163,8 +164,33 @@ class Loop:
         self.truth = truth if truth is not None and (truth.locate(self.data.uids) >= 0).all() else None
         # what this run made, so that a run refused later (--budget below round 0) can take it back
         self._made = {"config": config_json is not None and self.rank == 0, "workdir": not self.workdir.exists()}
-        if config_json is not None and self.rank == 0:  # only once the pool has opened: a refused run leaves none
-            self.wd.write_config(config_json)
+        if config_json is not None:  # only once the pool has opened: a refused run leaves none
+            with self._locked():
+                if self.rank == 0 and (self.workdir / "config.json").exists():  # a run that started meanwhile
+                    self._made["config"] = False
+                    self.wd.check_config(self.pool.root, self.pool_fingerprint, self.preset, self.loop_settings())
+                elif self.rank == 0:
+                    self.wd.write_config(config_json)
+
+    @contextmanager
+    def _locked(self):
+        """The workdir's lock (`sfcomp.workdir.WorkdirLock`) around what writes it, on every rank at once: rank 0
+        takes it, and its refusal (another run holds the workdir) is raised on every rank."""
+        problem = None
+        if self.rank == 0:
+            try:
+                self.wd.lock.acquire()
+            except BadInputError as e:
+                problem = (e.path, e.problem)
+        if self.world > 1:
+            problem = all_gather(problem)[0]
+        if problem is not None:
+            raise BadInputError(*problem)
+        try:
+            yield
+        finally:
+            if self.rank == 0:
+                self.wd.lock.release()
 
     def _open_data(self, cache_dir, cache_workers):
         from .cache import build_cache, cache_dir_for
@@ -201,8 +227,9 @@ class Loop:
     def adopt_round0(self, source: str | os.PathLike) -> bool:
         """Take round 0's models and scores from another workdir (`sfcomp.workdir.Workdir.adopt_round0`): saves
         a round's training and scoring per point of a mix / score-type sweep."""
-        adopted = self.wd.adopt_round0(source, self.pool_fingerprint, self.preset, self.loop_settings(),
-                                       self.config.score)
+        with self._locked():
+            adopted = self.wd.adopt_round0(source, self.pool_fingerprint, self.preset, self.loop_settings(),
+                                           self.config.score)
         if adopted:
             barrier()
         return adopted
@@ -215,6 +242,10 @@ class Loop:
         if rounds < 1:
             raise BadInputError(None, f"--rounds must be >= 1, got {rounds}")
         check_accounting(None, None, budget)
+        with self._locked():
+            return self._run(rounds, budget)
+
+    def _run(self, rounds: int, budget: float | None) -> list[dict]:
         out = []
         for k in range(rounds):
             done = self.wd.finished(k)
@@ -270,8 +301,9 @@ class Loop:
         """Remove what this run wrote before any round started: its config.json, and the workdir it created."""
         if self._made["config"]:
             (self.workdir / "config.json").unlink(missing_ok=True)
-        if self._made["workdir"] and self.rank == 0 and self.workdir.is_dir() and not any(self.workdir.iterdir()):
-            self.workdir.rmdir()
+        if self._made["workdir"] and self.rank == 0 and self.workdir.is_dir() and \
+                {p.name for p in self.workdir.iterdir()} <= {LOCK_FILE}:
+            self.wd.lock.remove_root_on_release = True  # `run` holds the lock: its file goes, then the folder
 
     # ---- compute accounting (sfcomp.flops)
     def final_training(self) -> dict:
@@ -387,6 +419,10 @@ class Loop:
     def run_round(self, k: int | None = None, budget_cap: int | None = None) -> dict:
         """Round k (default: the next unfinished one). `budget_cap`: its steps per model set by --budget
         (`budget_cap`); a cap recorded by a killed earlier run of the round wins."""
+        with self._locked():
+            return self._run_round(k, budget_cap)
+
+    def _run_round(self, k: int | None, budget_cap: int | None) -> dict:
         k = self.finished_rounds() if k is None else k
         if k < 0:
             check_round_index(self.workdir, k)

@@ -11,14 +11,18 @@ Layout (see `sfcomp.loop` for what each file holds):
                    emb_sample.npz, scores.npy(.json),
                    next_mix.npy(.json), report.json, report.png, done.json (the completion marker, written last)
     W/final_scores.npy (+.json)    the last finished round's score file
+    W/.sfcomp.lock                 held while a run writes the workdir (`WorkdirLock`)
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +241,82 @@ def config_fingerprint(pool_fingerprint: str, preset: dict, loop: dict[str, Any]
                                      sort_keys=True).encode()).hexdigest()[:16]
 
 
+# ------------------------------------------------------------------------------------------ the lock
+LOCK_FILE = ".sfcomp.lock"
+
+
+class WorkdirLock:
+    """W/.sfcomp.lock, held (flock, exclusive, not waited for) while a run writes the workdir: a second run on
+    it is refused instead of racing the first, whose in-flight temp files its stale-temp cleanup would delete.
+    The kernel drops the lock when its holder ends, killed or not, so a killed run's workdir resumes at once;
+    a run that ends normally removes the file. Re-entrant within one holder (`run` takes it around `run_round`)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.path = self.root / LOCK_FILE
+        self.remove_root_on_release = False  # set by a run refused before its first round, which made the root
+        self._fd: int | None = None
+        self._depth = 0
+
+    def acquire(self) -> None:
+        if self._depth:
+            self._depth += 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "holder unknown"
+                os.close(fd)
+                raise BadInputError(self.root, f"workdir in use by another sfcomp run ({holder}, holding "
+                                               f"{LOCK_FILE}); wait for it to end, or use another --workdir") from None
+            except OSError as e:  # a filesystem without flock (some network mounts): run unguarded, say so
+                os.close(fd)
+                print(f"warning: {self.root}: cannot lock {LOCK_FILE} ({e.strerror}); make sure no other sfcomp "
+                      "run uses this workdir", file=sys.stderr)
+                self._depth = 1
+                return
+            try:  # the previous holder may have removed the file between our open and our lock
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd, self._depth = fd, 1
+
+    def release(self) -> None:
+        if self._depth == 0:
+            return
+        self._depth -= 1
+        if self._depth:
+            return
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: a run that opens the old file retries
+            os.close(self._fd)
+            self._fd = None
+        if self.remove_root_on_release:
+            try:
+                self.root.rmdir()  # only if empty
+            except OSError:
+                pass
+
+    @property
+    def held(self) -> bool:
+        return self._depth > 0
+
+    def __enter__(self) -> WorkdirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 # ------------------------------------------------------------------------------------------ the workdir
 class Workdir:
     """One loop workdir as seen by one rank (`rank`: whose temp files are its own; rank 0 writes the shared
@@ -246,6 +326,7 @@ class Workdir:
         self.root = Path(root)
         self.rank = rank
         self.fingerprint: str | None = None
+        self.lock = WorkdirLock(self.root)  # taken by rank 0 only (`sfcomp.loop.Loop._locked`)
 
     # ---- paths
     def round_dir(self, k: int) -> Path:

@@ -314,3 +314,45 @@ def test_warm_start_refuses_a_round_whose_previous_models_are_gone(pool, tmp_pat
     assert r.exit_code == 2 and not (tmp_path / "w" / "round_01").exists()
     assert r.output.strip() == f"error: {tmp_path / 'w' / 'round_00' / 'model_f1.pt'}: warm start needs round 0's " \
                                "fold 1 model; rerun round 0"
+
+
+def test_a_run_on_a_workdir_another_run_holds_is_refused_and_deletes_none_of_its_files(pool, tmp_path):
+    from sfcomp.workdir import LOCK_FILE
+
+    w = tmp_path / "w"
+    args = ["run", "--pool", pool["root"], "--workdir", str(w), "--preset", pool["preset"], *CLI_ARGS]
+    assert CliRunner().invoke(cli, [*args, "--rounds", "1"]).exit_code == 0
+    assert not (w / LOCK_FILE).exists()  # a run that ended removes its lock file
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sfcomp.workdir import WorkdirLock; "
+                               "WorkdirLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+                               str(w)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        in_flight = w / "round_01" / ".tmp-scores.npy.abc123"  # the holder's temp file, mid-write
+        in_flight.parent.mkdir()
+        in_flight.write_bytes(b"partial")
+        before = sorted(p.relative_to(w) for p in w.rglob("*"))
+        r = CliRunner().invoke(cli, [*args, "--rounds", "2"])
+        assert r.exit_code == 2
+        assert r.output.strip().startswith(f"error: {w}: workdir in use by another sfcomp run (pid {holder.pid} on ")
+        assert len(r.output.strip().splitlines()) == 1
+        assert sorted(p.relative_to(w) for p in w.rglob("*")) == before and in_flight.read_bytes() == b"partial"
+        with pytest.raises(BadInputError, match="in use by another sfcomp run"):  # the library refuses the same
+            Loop(pool["root"], w, config(pool), progress=False).run_round()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder was killed: its lock file is left, and the next run takes over, cleans up and finishes
+    assert (w / LOCK_FILE).exists()
+    assert CliRunner().invoke(cli, [*args, "--rounds", "2"]).exit_code == 0
+    assert (w / "round_01" / "done.json").exists() and not in_flight.exists() and not (w / LOCK_FILE).exists()
+
+
+def test_a_new_workdir_another_run_is_creating_gets_no_config_from_a_refused_run(pool, tmp_path):
+    from sfcomp.workdir import LOCK_FILE, WorkdirLock
+
+    w = tmp_path / "w"
+    with WorkdirLock(w):  # another run, between making the folder and writing config.json
+        with pytest.raises(BadInputError, match="in use by another sfcomp run"):
+            Loop(pool["root"], w, config(pool), progress=False)
+        assert [p.name for p in w.iterdir()] == [LOCK_FILE]
