@@ -2,11 +2,15 @@
 
 A crash leaves either the old file or the new one, never half of one, plus at worst a stray
 `.tmp-<name>.*` file beside it, which `remove_stale_temps` (called by the writers that resume) deletes.
+A writer holds an flock on its temp file (or spill folder) until it is renamed or removed, so that a second
+run writing the same output skips it as live rather than deleting it under the first (the lock dies with
+the process, so a killed run's temp is removable at once).
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
 import json
 import os
@@ -30,6 +34,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", buffering: int = -1) 
         fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
     except OSError as e:
         raise _naming(e, path) from None
+    held = _hold(os.dup(fd))  # a second descriptor keeps the lock from the close below through the rename
     try:
         with os.fdopen(fd, mode, buffering) as f:
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
@@ -46,6 +51,54 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", buffering: int = -1) 
         if isinstance(e, OSError):
             raise _naming(e, path)
         raise
+    finally:
+        _release(held)
+
+
+@contextlib.contextmanager
+def temp_dir_beside(path: str | os.PathLike, tag: str = "parts") -> Iterator[Path]:
+    """A spill folder `.tmp-<name>.<tag>.*` beside `path`, held (flock) while in use and removed after."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}.{tag}.", dir=path.parent))
+    held = _hold(os.open(tmp, os.O_RDONLY))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _release(held)
+
+
+def _hold(fd: int) -> int | None:
+    """`fd`, flock'd, for the caller to _release; None (fd closed) where the file system has no flock, and the
+    temp is then unguarded, as before locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _release(held: int | None) -> None:
+    if held is not None:
+        os.close(held)
+
+
+def _in_use(p: Path) -> bool:
+    """Whether a live writer holds `p` (a temp file or spill folder). Where flock cannot answer, no."""
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # also drops the lock just taken
+    return False
 
 
 def _probe_errno(tmp: str) -> int | None:
@@ -86,12 +139,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def remove_stale_temps(out_path: str | os.PathLike) -> int:
     """Remove what a killed earlier write of `out_path` left beside it: `.tmp-<name>.*` files (atomic_open) and
-    `.tmp-<name>.parts.*` spill folders. Returns how many were removed."""
+    `.tmp-<name>.parts.*` spill folders (temp_dir_beside); those a live writer holds stay. Returns how many
+    were removed."""
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         return 0
     n = 0
     for p in out_path.parent.glob(f".tmp-{glob.escape(out_path.name)}.*"):
+        if _in_use(p):
+            continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import numpy as np
 
 from .errors import BadInputError
 from .guard import check_outputs, with_sidecars
-from .atomic import remove_stale_temps
+from .atomic import remove_stale_temps, temp_dir_beside
 from .kway import iter_raw, merge_sorted_chunks, per_stream_rows
 from .scorefile import CHUNK_ROWS, check_disjoint, iter_score_chunks, score_info
 from .select import check_selection, key_to_score, mix_counts, score_key, uid_hash
@@ -237,8 +236,7 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
     made = [p for p in (out_npy.parent, *out_npy.parent.parents) if not p.exists()]  # removed if refused
     out_npy.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_npy)  # spills and temp files of a killed earlier run
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_npy.name}.parts.", dir=out_npy.parent))
-    try:
+    with temp_dir_beside(out_npy) as tmp:
         spills = []
         for i, path in enumerate(paths):  # each part's selection, sorted because the part is
             spill = tmp / f"{i:06d}.bin"
@@ -270,8 +268,6 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
         merge_sorted_chunks([iter_raw(s, UID_DTYPE, per) for s in spills], out_npy, UID_DTYPE, counts["union"],
                             paths, out_name=out_npy)
         lap("merge_write")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if rule == "top_k":
         thr = min_top if np.isfinite(min_top) else None
     return {"pool": n, "rule": rule, **{k: counts[k] for k in ("top", "random", "overlap", "union")},
