@@ -4,7 +4,8 @@ A crash leaves either the old file or the new one, never half of one, plus at wo
 `.tmp-<name>.*` file beside it, which `remove_stale_temps` (called by the writers that resume) deletes.
 A writer holds an flock on its temp file (or spill folder) until it is renamed or removed, so that a second
 run writing the same output skips it as live rather than deleting it under the first (the lock dies with
-the process, so a killed run's temp is removable at once).
+the process, so a killed run's temp is removable at once). A file written with a sidecar (a subset, a score
+file) is written inside `writing_pair`, so that two writes of one output at once end as one writer's pair.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -66,6 +68,59 @@ def temp_dir_beside(path: str | os.PathLike, tag: str = "parts") -> Iterator[Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         _release(held)
+
+
+class _FolderLock:
+    """One folder's flock for this process: a thread lock for the threads in it, the flock across processes."""
+
+    def __init__(self) -> None:
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+
+_FOLDER_LOCKS: dict[str, _FolderLock] = {}
+_FOLDER_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def writing_pair(path: str | os.PathLike) -> Iterator[None]:
+    """Held while one writer writes `path` and its sidecar: an flock on their folder, waited for, so that two
+    writes of one output at once run one after the other (the last one's pair stays) rather than leaving one
+    run's file beside the other's sidecar. Re-entrant in a thread; a folder without flock is written unguarded."""
+    path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]  # removed again if the write fails
+    _make_parent(path)
+    key = os.path.realpath(path.parent)
+    with _FOLDER_LOCKS_GUARD:
+        lock = _FOLDER_LOCKS.setdefault(key, _FolderLock())
+    try:
+        with lock.thread_lock:
+            if lock.depth == 0:
+                lock.fd = _wait_for(os.open(key, os.O_RDONLY))
+            lock.depth += 1
+            try:
+                yield
+            finally:
+                lock.depth -= 1
+                if lock.depth == 0:
+                    _release(lock.fd)
+                    lock.fd = None
+    except BaseException:
+        for d in made:  # innermost first; a folder something else has written into stays
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _wait_for(fd: int) -> int | None:
+    """`fd`, flock'd once the holder lets go; None (fd closed) where the file system has no flock."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _hold(fd: int) -> int | None:

@@ -3,8 +3,10 @@
 This is the one code path that makes every mix: `sfcomp export-subset` and each round of the loop call
 `export_subset`. Small pools are selected in memory (`sfcomp.select.make_mix`), large ones or several score files
 stream (`sfcomp.streaming_select.stream_select`); both give the same uids, so the output bytes do not depend on
-the path taken. The subset is written first, the sidecar last (temp file + rename each); the sidecar's
-`output_sha256` names the exact subset it describes (a crash between the two leaves a sidecar that does not match).
+the path taken. The subset is written first, the sidecar last (temp file + rename each, the pair inside
+`writing_pair`, so two exports of one output at once leave one of them whole); the sidecar's `output_sha256` names
+the exact subset it describes (a crash between the two leaves a sidecar that does not match, which
+`sfcomp validate-subset` refuses).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import remove_stale_temps, write_json
+from .atomic import remove_stale_temps, write_json, writing_pair
 from .errors import BadInputError
 from .guard import check_outputs, with_sidecars
 from .scorefile import read_scores, resolve_field, score_info, sidecar_path
@@ -82,19 +84,21 @@ def export_subset(scores: str | os.PathLike | Sequence[str | os.PathLike], out_n
         streaming = len(paths) > 1 or n > IN_MEMORY_MAX_ROWS
     rules = dict(top_frac=top_frac, top_k=top_k, threshold=threshold, random_frac=random_frac,
                  random_count=random_count, seed=seed)
-    if streaming:
-        from .streaming_select import stream_select
+    with writing_pair(out_npy):
+        if streaming:
+            from .streaming_select import stream_select
 
-        counts = stream_select(paths, out_npy, field=field, allow_empty=allow_empty, **rules)
-    else:
-        remove_stale_temps(out_npy)
-        arr = read_scores(paths[0])  # memmap; validated chunk by chunk
-        mix, counts = make_mix(arr[["f0", "f1"]], np.asarray(arr[field]), source=paths[0], **rules)
-        check_selection(len(mix), n, paths[0], top_k, threshold, allow_empty, random_frac, random_count)
-        write_subset(out_npy, mix)
-    inputs = [{"path": p, "n": i["n"], "sha256": sha256_file(p) if hash_inputs else None,
-               "default": i["default"]} for p, i in zip(paths, infos)]
-    return _write_sidecar(out_npy, inputs, field, rules, "streaming" if streaming else "in-memory", counts, meta)
+            counts = stream_select(paths, out_npy, field=field, allow_empty=allow_empty, **rules)
+        else:
+            remove_stale_temps(out_npy)
+            arr = read_scores(paths[0])  # memmap; validated chunk by chunk
+            mix, counts = make_mix(arr[["f0", "f1"]], np.asarray(arr[field]), source=paths[0], **rules)
+            check_selection(len(mix), n, paths[0], top_k, threshold, allow_empty, random_frac, random_count)
+            write_subset(out_npy, mix)
+        inputs = [{"path": p, "n": i["n"], "sha256": sha256_file(p) if hash_inputs else None,
+                   "default": i["default"]} for p, i in zip(paths, infos)]
+        return _write_sidecar(out_npy, inputs, field, rules, "streaming" if streaming else "in-memory", counts,
+                              meta)
 
 
 def export_from_arrays(uids: np.ndarray, scores: np.ndarray | None, out_npy: str | os.PathLike,
@@ -109,8 +113,9 @@ def export_from_arrays(uids: np.ndarray, scores: np.ndarray | None, out_npy: str
     check_outputs(with_sidecars([out_npy]), [], what="output")  # the inputs are in memory
     mix, counts = make_mix(uids, scores, source=out_npy, **rules)
     check_selection(len(mix), len(uids), out_npy, top_k, threshold, allow_empty, random_frac, random_count)
-    write_subset(out_npy, mix)
-    return _write_sidecar(out_npy, [dict(i) for i in inputs], field, rules, "in-memory", counts, meta)
+    with writing_pair(out_npy):
+        write_subset(out_npy, mix)
+        return _write_sidecar(out_npy, [dict(i) for i in inputs], field, rules, "in-memory", counts, meta)
 
 
 def _write_sidecar(out_npy, inputs: list, field: str | None, rules: dict, method: str, counts: dict,

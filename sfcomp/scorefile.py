@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .atomic import atomic_open, write_json
+from .atomic import atomic_open, write_json, writing_pair
 from .errors import BadInputError
 from .kway import merge_sorted_chunks, per_stream_rows
 from .uids import NPY_FORMAT_ERRORS, UID_DTYPE, check_npy_size, uid_hex, uid_le_next, uid_order, uids_to_hex
@@ -136,14 +136,15 @@ def _save(path: Path, arr: np.ndarray) -> None:
 
 
 def _write_pair(path: Path, side: dict, write_npy) -> None:
-    """Old .npy out, sidecar in, .npy last; on failure neither file is left."""
-    path.unlink(missing_ok=True)  # never leave a new sidecar beside an old .npy
-    write_json(sidecar_path(path), side)
-    try:
-        write_npy()
-    except BaseException:
-        sidecar_path(path).unlink(missing_ok=True)
-        raise
+    """Old .npy out, sidecar in, .npy last; on failure neither file is left. One writer of `path` at a time."""
+    with writing_pair(path):
+        path.unlink(missing_ok=True)  # never leave a new sidecar beside an old .npy
+        write_json(sidecar_path(path), side)
+        try:
+            write_npy()
+        except BaseException:
+            sidecar_path(path).unlink(missing_ok=True)
+            raise
 
 
 # ---------------------------------------------------------------- reading

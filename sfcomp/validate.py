@@ -21,6 +21,7 @@ class SubsetReport:
     present: int | None = None  # requested entries whose sample was actually downloaded into the shards
     pool_metadata: int | None = None
     pool_present: int | None = None
+    sidecar: str | None = None  # the sfcomp sidecar beside it (`OUT.npy.json`), checked to describe this file
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -32,7 +33,8 @@ def validate_subset(path: str | os.PathLike, pool: str | os.PathLike | None = No
     """Raise BadInputError (one line, naming the file) on any violation; return counts otherwise.
 
     Violations: wrong dtype, not 1-D, empty (unless allowed), unsorted, duplicates (unless allowed), uids absent
-    from the pool's metadata.
+    from the pool's metadata, and an sfcomp sidecar beside it whose `output_sha256` names other bytes (its
+    provenance would describe another subset).
     Uids in the metadata but never downloaded are normal and only counted.
     """
     path = os.fspath(path)
@@ -40,7 +42,8 @@ def validate_subset(path: str | os.PathLike, pool: str | os.PathLike | None = No
     U.refuse_empty(len(arr), path, "0 uids", allow_empty, writing=False)
     U.check_subset(path, arr, allow_duplicates=allow_duplicates)
     dups = U.count_duplicates(arr)
-    report = SubsetReport(path=path, requested=len(arr), unique=len(arr) - dups, duplicates=dups)
+    report = SubsetReport(path=path, requested=len(arr), unique=len(arr) - dups, duplicates=dups,
+                          sidecar=check_sidecar(path))
     if pool is None:
         return report
     p = Pool(pool)
@@ -58,3 +61,30 @@ def validate_subset(path: str | os.PathLike, pool: str | os.PathLike | None = No
         report.pool_present = len(present)
         report.present = int(U.isin_sorted(arr, present).sum())
     return report
+
+
+def check_sidecar(path: str | os.PathLike) -> str | None:
+    """The path of the sfcomp sidecar beside subset `path` if there is one and it describes these bytes; None if
+    there is none (a subset from elsewhere needs none); BadInputError naming the sidecar if it describes another."""
+    import json
+
+    from .export import sha256_file
+    from .scorefile import sidecar_path
+
+    side = sidecar_path(path)
+    try:
+        with open(side, "rb") as f:
+            meta = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise BadInputError(side, f"unreadable subset sidecar ({getattr(e, 'strerror', None) or e})") from None
+    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("sfcomp-subset/"):
+        return None  # not sfcomp's: nothing to check it against
+    want = meta.get("output_sha256")
+    got = sha256_file(path)
+    if want != got:
+        raise BadInputError(side, f"describes another subset: its output_sha256 is {str(want)[:12]}..., "
+                                  f"{os.path.basename(path)} hashes to {got[:12]}... (the .npy was replaced, or two "
+                                  "runs wrote it at once); export it again to pair them")
+    return os.fspath(side)
