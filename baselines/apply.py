@@ -18,7 +18,8 @@ from dataclasses import asdict
 from collections.abc import Callable
 
 from sfcomp import uids as U
-from sfcomp.atomic import write_json
+from sfcomp.atomic import write_json, writing_pair
+from sfcomp.export import sha256_file
 from sfcomp.guard import check_outputs
 from sfcomp.scorefile import sidecar_path
 
@@ -139,11 +140,14 @@ def run_baseline(a: BaselineArgs, log: Callable[[str], None] = lambda m: print(m
     counts.pop("rows", None)
     kept = len(uids)
     U.refuse_empty(kept, a.save_path, f"{a.name} kept 0 of {n_pool} rows", a.allow_empty)
-    written = U.write_subset(a.save_path, uids)
-    sidecar.update(kept=len(written), kept_fraction=len(written) / n_pool, duplicate_uids_dropped=kept - len(written),
-                   stage_counts=counts, versions=_versions(), seconds=round(time.time() - t0, 3),
-                   subset=str(a.save_path), sidecar_rule="written beside the subset as <save_path>.json")
-    write_json(sidecar_path(a.save_path), sidecar)
+    with writing_pair(a.save_path):  # two runs naming one --save-path: the later pair wins whole
+        written = U.write_subset(a.save_path, uids)
+        sidecar.update(kept=len(written), kept_fraction=len(written) / n_pool,
+                       duplicate_uids_dropped=kept - len(written), stage_counts=counts, versions=_versions(),
+                       seconds=round(time.time() - t0, 3), subset=str(a.save_path),
+                       output_sha256=sha256_file(a.save_path),
+                       sidecar_rule="written beside the subset as <save_path>.json")
+        write_json(sidecar_path(a.save_path), sidecar)
     if lang is not None:  # after the work: a run refused on bad input prints its one error line only
         log(f"language ID: {lang.note} [{sidecar['language_id'].get('model_file', 'gcld3')}]")
     log(f"{a.name}: kept {len(written)} of {n_pool} rows ({100 * len(written) / n_pool:.2f}%) -> {a.save_path}")

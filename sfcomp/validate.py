@@ -64,8 +64,9 @@ def validate_subset(path: str | os.PathLike, pool: str | os.PathLike | None = No
 
 
 def check_sidecar(path: str | os.PathLike) -> str | None:
-    """The path of the sfcomp sidecar beside subset `path` if there is one and it describes these bytes; None if
-    there is none (a subset from elsewhere needs none); BadInputError naming the sidecar if it describes another."""
+    """The path of the sfcomp sidecar beside subset `path` (one with `output_sha256`: export-subset's, sfcomp
+    baseline's) if there is one and it describes these bytes; None if there is none (a subset from elsewhere needs
+    none); BadInputError naming the sidecar if it describes another."""
     import json
 
     from .export import sha256_file
@@ -79,9 +80,9 @@ def check_sidecar(path: str | os.PathLike) -> str | None:
         return None
     except (OSError, ValueError) as e:
         raise BadInputError(side, f"unreadable subset sidecar ({getattr(e, 'strerror', None) or e})") from None
-    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith("sfcomp-subset/"):
-        return None  # not sfcomp's: nothing to check it against
-    want = meta.get("output_sha256")
+    if not isinstance(meta, dict) or "output_sha256" not in meta:
+        return None  # not one of sfcomp's (export-subset's or sfcomp baseline's): nothing to check it against
+    want = meta["output_sha256"]
     got = sha256_file(path)
     if want != got:
         raise BadInputError(side, f"describes another subset: its output_sha256 is {str(want)[:12]}..., "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -173,6 +174,20 @@ def pool(tmp_path):
 def test_no_filter_keeps_every_uid(pool):
     got, side = run(pool, "no_filter")
     assert got == uids_of(*range(10)) and side["kept"] == 10 and side["pool_rows"] == 10
+
+
+def test_the_sidecar_names_the_subset_it_describes(pool):
+    from sfcomp.export import sha256_file
+    from sfcomp.validate import validate_subset
+
+    out = pool.parent / "no_filter.npy"
+    _, side = run(pool, "no_filter", out)
+    assert side["output_sha256"] == sha256_file(out)
+    assert validate_subset(out).sidecar == f"{out}.json"
+    run(pool, "clip_score", pool.parent / "other.npy", fraction=0.3, arch="l14")
+    os.replace(pool.parent / "other.npy", out)  # another subset beside no_filter's sidecar
+    with pytest.raises(BadInputError, match="describes another subset"):
+        validate_subset(out)
 
 
 def test_clip_score_threshold_and_fraction(pool):
