@@ -81,6 +81,8 @@ def test_validate_subset_checks_the_sidecar_describes_the_file(tmp_path):
     out = tmp_path / "top.npy"
     export_subset(scores, out, top_frac=0.3)
     assert validate_subset(out).sidecar == f"{out}.json"
+    r = CliRunner().invoke(main, ["validate-subset", str(out)])
+    assert r.exit_code == 0 and r.output.strip().endswith("its sidecar's output_sha256 matches"), r.output
     other = np.load(out)[:-1]  # still a valid subset, but not the one the sidecar describes
     write_subset(out, other)
     with pytest.raises(BadInputError) as e:

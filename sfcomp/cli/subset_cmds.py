@@ -28,4 +28,6 @@ def validate_subset(subset: str, pool: str | None, allow_duplicates: bool, no_sh
     if r.present is not None:
         pct = 100.0 * r.present / max(r.requested, 1)
         line += f", present in shards {r.present} ({pct:.1f}%)"
+    if r.sidecar is not None:
+        line += ", its sidecar's output_sha256 matches"
     click.echo(line)
