@@ -76,10 +76,10 @@ def check_sidecar(path: str | os.PathLike) -> str | None:
     try:
         with open(side, "rb") as f:
             meta = json.loads(f.read())
-    except FileNotFoundError:
+    except (FileNotFoundError, ValueError):  # none, or not JSON: not sfcomp's (its sidecars are written atomically)
         return None
-    except (OSError, ValueError) as e:
-        raise BadInputError(side, f"unreadable subset sidecar ({getattr(e, 'strerror', None) or e})") from None
+    except OSError as e:
+        raise BadInputError(side, f"unreadable subset sidecar ({e.strerror or e})") from None
     if not isinstance(meta, dict) or "output_sha256" not in meta:
         return None  # not one of sfcomp's (export-subset's or sfcomp baseline's): nothing to check it against
     want = meta["output_sha256"]

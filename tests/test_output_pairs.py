@@ -102,6 +102,8 @@ def test_a_subset_without_an_sfcomp_sidecar_needs_none(tmp_path):
     assert validate_subset(out).sidecar is None
     Path(f"{out}.json").write_text(json.dumps({"note": "someone else's"}))
     assert validate_subset(out).sidecar is None
+    Path(f"{out}.json").write_text("not json, someone else's notes")
+    assert validate_subset(out).sidecar is None
 
 
 def test_the_sidecar_hash_is_the_hash_of_the_file_beside_it(tmp_path):
