@@ -116,6 +116,7 @@ def run_baseline(a: BaselineArgs, log: Callable[[str], None] = lambda m: print(m
     """Check the flags, run the baseline, write the subset and `<save_path>.json`; return the sidecar dict."""
     b = check_args(a)
     check_outputs([a.save_path, sidecar_path(a.save_path)], _inputs(a), what="--save-path")
+    U.check_subset_output(a.save_path, what="--save-path")
     t0 = time.time()
     workers = a.num_workers or R.default_workers()
     files = R.parquet_files(a.metadata_dir)

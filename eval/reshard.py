@@ -30,7 +30,7 @@ import numpy as np
 
 from sfcomp import __version__ as SFCOMP_VERSION
 from sfcomp import uids as U
-from sfcomp.atomic import atomic_open, write_json
+from sfcomp.atomic import atomic_open, in_use, write_json
 from sfcomp.errors import BadInputError
 from sfcomp.guard import check_outputs, pool_inputs, with_sidecars
 from sfcomp.pool import Pool
@@ -331,8 +331,13 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
     shard_id = state["shards_done"]
     output_count = state["output_count"]
     skip = state["skip_selected"]  # selected samples of input shard `next_input` already written
-    for stale in out.glob(".tmp-*"):  # a shard a killed run was writing
-        stale.unlink()
+    for stale in out.glob(".tmp-*"):  # a shard a killed run was writing; one a live writer holds stays
+        if in_use(stale):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
     shard: _ShardStream | None = None  # the output shard being filled; it started where the saved state points
     errors: list[str] = []
     found_unique = 0  # counted over a full pass only (not meaningful after a resume)

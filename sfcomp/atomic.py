@@ -139,7 +139,7 @@ def _release(held: int | None) -> None:
         os.close(held)
 
 
-def _in_use(p: Path) -> bool:
+def in_use(p: Path) -> bool:
     """Whether a live writer holds `p` (a temp file or spill folder). Where flock cannot answer, no."""
     try:
         fd = os.open(p, os.O_RDONLY)
@@ -201,7 +201,7 @@ def remove_stale_temps(out_path: str | os.PathLike) -> int:
         return 0
     n = 0
     for p in out_path.parent.glob(f".tmp-{glob.escape(out_path.name)}.*"):
-        if _in_use(p):
+        if in_use(p):
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

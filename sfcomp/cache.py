@@ -41,11 +41,15 @@ import numpy as np
 from . import uids as U
 from .atomic import atomic_open, write_json
 from .errors import BadInputError
+from .guard import refuse_foreign_folder
 from .pool import Pool, ShardErrors
 
 CACHE_FORMAT = "sfcomp-cache/1"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit (ulimit -f) reads the same
 _CACHE_FILES = ("manifest.json", "uids.npy", "pixels.npy", "tokens.npy", "shard.npy", "pool.json")
+# what a build killed before it wrote pool.json can have left in a cache folder (its lock, an empty parts/, the
+# temp file of pool.json): a folder holding anything else and no pool.json / manifest.json is not a cache
+_BUILD_LEFTOVERS = (".build.lock", "parts", ".tmp-pool.json.*")
 
 
 def cache_bytes_per_sample(preset: dict) -> int:
@@ -275,7 +279,9 @@ def build_cache(pool: Pool | str, preset: dict, cache_dir: str | os.PathLike | N
         if (root / "manifest.json").exists():
             return PoolCache.open(root)
         _check_same_pool(root / "pool.json", fingerprint)
-    # bad input is refused before anything is written (not even the lock file)
+    # bad input is refused before anything is written (not even the lock file); a user's folder too
+    refuse_foreign_folder(root, markers=("manifest.json", "pool.json"), leftovers=_BUILD_LEFTOVERS,
+                          what="cache folder", made_by="the cache build")
     shards = pool.shard_files()
     if not shards:
         raise BadInputError(pool.shards_dir, "pool has no .tar shards (empty pool)")

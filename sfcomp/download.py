@@ -86,6 +86,10 @@ def count_requested(url_list: str | os.PathLike, samples_per_shard: int = 10000)
     return n, n_shards, has_bbox
 
 
+# what img2dataset (DATACOMP_SETTINGS: 8-digit shard names) writes in its output folder, a killed run included
+IMG2DATASET_FILES = tuple("[0-9]" * 8 + ext for ext in (".tar", ".parquet", "_stats.json")) + ("_tmp", "_tmp/*.feather")
+
+
 def clean_partial_shards(output_dir: str | os.PathLike) -> list[str]:
     """Remove stats files that img2dataset would trust but whose shard is incomplete; their names."""
     removed = []
@@ -120,10 +124,12 @@ def download(url_list: str | os.PathLike, output_dir: str | os.PathLike, image_s
     passed as img2dataset's bbox_col, as DataComp does). With `local_blob` (a blob file with a sibling
     `<blob>.routes.json` of {url: [offset, length]}), URLs are read from it instead of fetched.
     """
-    from .guard import check_outputs
+    from .guard import check_outputs, refuse_foreign_folder
 
     blob = [local_blob, f"{os.fspath(local_blob)}.routes.json"] if local_blob else []
     check_outputs([output_dir], [*input_files(url_list), *blob], what="--out", kind="dir")
+    # img2dataset writes NNNNNNNN.* over what is there and removes _tmp/; clean_partial_shards removes *_stats.json
+    refuse_foreign_folder(output_dir, markers=(), leftovers=IMG2DATASET_FILES, what="--out", made_by="img2dataset")
     output_dir = os.path.abspath(output_dir)
     requested, n_shards, has_bbox = count_requested(url_list, samples_per_shard)
     os.makedirs(output_dir, exist_ok=True)

@@ -23,7 +23,7 @@ from .errors import BadInputError
 from .guard import check_outputs, with_sidecars
 from .scorefile import read_scores, resolve_field, score_info, sidecar_path
 from .select import check_selection, make_mix
-from .uids import write_subset
+from .uids import check_subset_output, write_subset
 
 IN_MEMORY_MAX_ROWS = 1 << 25  # 33.5M rows (~2 GB working set): beyond this, or with several files, stream
 
@@ -75,6 +75,7 @@ def export_subset(scores: str | os.PathLike | Sequence[str | os.PathLike], out_n
     items = [scores] if isinstance(scores, (str, os.PathLike)) else list(scores)
     folders = [os.fspath(i) for i in items if os.path.isdir(i)]  # a folder of score files is an input too
     check_outputs(with_sidecars([out_npy]), with_sidecars(paths) + folders, what="output")
+    check_subset_output(out_npy)
     infos = [score_info(p) for p in paths]
     field = resolve_field(paths[0], field)
     for p in paths[1:]:
@@ -111,6 +112,7 @@ def export_from_arrays(uids: np.ndarray, scores: np.ndarray | None, out_npy: str
     rules = dict(top_frac=top_frac, top_k=top_k, threshold=threshold, random_frac=random_frac,
                  random_count=random_count, seed=seed)
     check_outputs(with_sidecars([out_npy]), [], what="output")  # the inputs are in memory
+    check_subset_output(out_npy)
     mix, counts = make_mix(uids, scores, source=out_npy, **rules)
     check_selection(len(mix), len(uids), out_npy, top_k, threshold, allow_empty, random_frac, random_count)
     with writing_pair(out_npy):

@@ -9,6 +9,7 @@ a folder the user may not write to.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 
@@ -61,7 +62,8 @@ def _nearest_existing(path: str) -> str:
 
 
 def overlap(output: PathLike, inp: PathLike) -> str | None:
-    """How `output` overlaps `inp`: "is", "contains", "inside" or None (real paths)."""
+    """How `output` overlaps `inp`: "is", "contains", "inside" or None (real paths, then file identities: a hard
+    link or a bind mount is the same file or folder under another real path)."""
     o, i = real(output), real(inp)
     if o == i:
         return "is"
@@ -69,7 +71,36 @@ def overlap(output: PathLike, inp: PathLike) -> str | None:
         return "contains"
     if _inside(o, i):
         return "inside"
+    o_id, i_id = _identity(o), _identity(i)
+    if o_id is not None and o_id == i_id:
+        return "is"
+    if o_id is not None and o_id in _ancestor_identities(i):
+        return "contains"
+    if i_id is not None and i_id in _ancestor_identities(o):
+        return "inside"
     return None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _ancestor_identities(path: str) -> set[tuple[int, int]]:
+    """(device, inode) of each existing folder above `path` (a real path)."""
+    ids = set()
+    p = os.path.dirname(path)
+    while True:
+        ident = _identity(p)
+        if ident is not None:
+            ids.add(ident)
+        parent = os.path.dirname(p)
+        if parent == p:
+            return ids
+        p = parent
 
 
 def check_outputs(outputs: Sequence[PathLike | None], inputs: Sequence[PathLike | None], *, what: str,
@@ -123,3 +154,56 @@ def check_loop_dirs(pool_root: PathLike, workdir: PathLike, cache_dir: PathLike 
                                      "outside the pool (or at least outside its metadata/ and shards/)")
     check_outputs([workdir], inputs, what="--workdir", kind="dir")
     check_outputs([cache_dir], inputs, what="--cache-dir", kind="dir")
+
+
+def refuse_foreign_folder(folder: PathLike, *, markers: Sequence[str], leftovers: Sequence[str], what: str,
+                          made_by: str) -> None:
+    """Refuse a folder a command fills with files of its own and cleans up in (overwriting and deleting them by
+    name) when it is someone else's: it exists, holds none of the command's `markers` (paths relative to it), and
+    holds something other than the `leftovers` the command itself can leave there without a marker (glob
+    patterns of paths relative to it; a folder counts as a leftover when its name matches and all it holds does).
+    """
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder) or any(os.path.lexists(os.path.join(folder, m)) for m in markers):
+        return
+    others = _foreign_entries(folder, "", leftovers)
+    if others:
+        marked = f" and none of its markers ({', '.join(markers)})" if markers else ""
+        raise BadInputError(folder, f"{what} holds {len(others)} entries not made by {made_by} (e.g. {others[0]})"
+                                    f"{marked}; refusing to write into it, since {made_by} overwrites and deletes "
+                                    "files by name there: choose a new or empty folder")
+
+
+def _foreign_entries(folder: str, rel: str, leftovers: Sequence[str]) -> list[str]:
+    out = []
+    with os.scandir(os.path.join(folder, rel) if rel else folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            own = any(fnmatch.fnmatchcase(path, pat) for pat in leftovers)
+            if own and entry.is_dir(follow_symlinks=False):
+                own = not _foreign_entries(folder, path, leftovers)
+            if not own:
+                out.append(path)
+    return out
+
+
+def check_replaceable(path: PathLike, *, what: str, kind: str, looks_like, has_sidecar: bool = True) -> None:
+    """Refuse an output path that names an existing file of another kind: a command may replace an earlier output
+    of its own kind (`looks_like(path)` true), never some other file a user pointed it at by mistake (a pool's
+    shard, a parquet, notes). Its `<path>.json` sidecar, when there, must be a JSON object."""
+    import json
+
+    path = os.fspath(path)
+    if os.path.isfile(path) and not looks_like(path):
+        raise BadInputError(path, f"{what} names an existing file that is not a {kind}; refusing to replace it: "
+                                  "remove it first or choose another path")
+    side = sidecar(path)
+    if has_sidecar and os.path.isfile(side):
+        try:
+            with open(side, encoding="utf-8") as f:
+                ok = isinstance(json.load(f), dict)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise BadInputError(side, f"{what}'s sidecar path names an existing file that is not a JSON sidecar; "
+                                      "refusing to replace it: remove it first or choose another path")

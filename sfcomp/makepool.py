@@ -27,6 +27,7 @@ import numpy as np
 
 from .atomic import atomic_open, write_json
 from .errors import BadInputError, SfcompError
+from .guard import refuse_foreign_folder
 from .sources import DEFAULT_SOURCE, Source
 
 METADATA_COLUMNS = ["uid", "url", "text", "original_width", "original_height", "clip_b32_similarity_score",
@@ -108,6 +109,7 @@ class PoolBuilder:
                 raise SfcompError(f"{self.out}: holds a finished pool built with other arguments "
                                   f"({info['args']}); choose another --out or remove it")
             self.log(f"{self.out}: pool already complete")
+            shutil.rmtree(self.work, ignore_errors=True)  # a build killed after its marker
             return info
         self._check_args()
         plan = self._stage("plan", self.plan)
@@ -117,9 +119,9 @@ class PoolBuilder:
         self._stage("eval", self.eval_sets)
         info = self.summary(plan, dl)
         write_json(self.out / "make_pool.json", info)
-        shutil.rmtree(self.work, ignore_errors=True)
         with atomic_open(self.out / ".complete", "w") as f:
             f.write("ok\n")
+        shutil.rmtree(self.work, ignore_errors=True)  # after the marker: a kill before it leaves a resumable build
         return info
 
     def _stage(self, name: str, fn):
@@ -138,10 +140,11 @@ class PoolBuilder:
                 raise SfcompError(f"{self.out}: holds a partial pool built with other arguments ({old}); "
                                   f"rerun with the same arguments to resume, or remove the folder")
         else:
-            for sub in ("metadata", "shards"):
-                if (self.out / sub).exists() and any((self.out / sub).iterdir()):
-                    raise SfcompError(f"{self.out / sub}: exists and is not a make-pool build; "
-                                      f"choose an empty --out")
+            # a build writes metadata/, shards/, reference/, eval/, truth.parquet over what is there and removes
+            # _work/ when it finishes: a folder holding anything a killed build's first write could not leave
+            # is someone else's
+            refuse_foreign_folder(self.out, markers=(".complete", "_work/args.json"),
+                                  leftovers=("_work", "_work/.tmp-args.json.*"), what="--out", made_by="make-pool")
             write_json(args_file, self.args)
 
     def items(self, split: str):

@@ -309,15 +309,26 @@ def merge_score_files(paths: Sequence[str | os.PathLike], out_path: str | os.Pat
 
 # ---------------------------------------------------------------- parquet export
 
+def _is_scores_parquet(path: str | os.PathLike) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return b"sfcomp_scores" in (pq.read_schema(path).metadata or {})
+    except Exception:  # noqa: BLE001 - any unreadable file is not one
+        return False
+
+
 def scores_to_parquet(path: str | os.PathLike, out_parquet: str | os.PathLike,
                       chunk_rows: int = 1 << 20) -> int:
     """Write `uid` (32-char hex string) plus one float32 column per score, in uid order. Returns rows written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .guard import check_outputs, with_sidecars
+    from .guard import check_outputs, check_replaceable, with_sidecars
 
     check_outputs([out_parquet], with_sidecars([path]), what="output")
+    check_replaceable(out_parquet, what="output", kind="parquet written by scores-to-parquet",
+                      looks_like=_is_scores_parquet, has_sidecar=False)
     info = score_info(path)
     schema = pa.schema([("uid", pa.string())] + [(f, pa.float32()) for f in info["fields"]],
                        metadata={b"sfcomp_scores": json.dumps(info["sidecar"], default=str).encode()})

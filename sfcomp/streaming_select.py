@@ -37,7 +37,7 @@ from .atomic import remove_stale_temps, temp_dir_beside
 from .kway import iter_raw, merge_sorted_chunks, per_stream_rows
 from .scorefile import CHUNK_ROWS, check_disjoint, iter_score_chunks, score_info
 from .select import check_selection, key_to_score, mix_counts, score_key, uid_hash
-from .uids import UID_DTYPE
+from .uids import UID_DTYPE, check_subset_output
 
 DIGIT = 16
 BUDGET_ROWS = 1 << 23  # candidates resolved in memory: 8M rows * 24 bytes = 192 MB
@@ -151,6 +151,7 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
     if not paths:
         raise BadInputError(out_npy, "no score files given")
     check_outputs([out_npy], with_sidecars(paths), what="output")
+    check_subset_output(out_npy)
     infos = [score_info(p) for p in paths]
     field = infos[0]["default"] if field is None else field
     for p, info in zip(paths, infos):

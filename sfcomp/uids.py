@@ -221,6 +221,25 @@ def write_subset(path: str | os.PathLike, uids: np.ndarray, allow_duplicates: bo
     return arr
 
 
+def looks_like_subset(path: str | os.PathLike) -> bool:
+    """`path` is a `.npy` of DataComp uids (`u8,u8`, one dimension), judged by its header alone."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+    except (OSError, ValueError, SyntaxError, TypeError):
+        return False
+    return len(shape) == 1 and dtype == UID_DTYPE
+
+
+def check_subset_output(path: str | os.PathLike, what: str = "output") -> None:
+    """A subset writer's output may replace an earlier subset, never another kind of file (sfcomp.guard)."""
+    from .guard import check_replaceable
+
+    check_replaceable(path, what=what, kind="DataComp subset (.npy of u8,u8 uids)", looks_like=looks_like_subset)
+
+
 def read_subset(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
     """Read a subset as DataComp's resharder does: `.npy` (by its magic bytes) or a raw `u8,u8` memmap.
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from .atomic import atomic_open, remove_stale_temps, write_json
 from .errors import BadInputError
+from .guard import refuse_foreign_folder
 
 ROUND_DIR = "round_{:02d}"
 # loop settings that do not change round 0's models or scores: a sweep over them can share one round 0
@@ -381,6 +382,10 @@ class Workdir:
         self.fingerprint = fp
         if path.exists():
             return None
+        # a run replaces final_scores.npy and removes .tmp-* files in its workdir: a folder with neither
+        # config.json nor round_00/ that holds more than a lock or config.json's temp file is someone else's
+        refuse_foreign_folder(self.root, markers=("config.json", "round_00"),
+                              leftovers=(LOCK_FILE, ".tmp-config.json.*"), what="--workdir", made_by="sfcomp run")
         for k in range(self.finished_rounds()):  # config.json gone: the rounds left must still be this config's
             self.finished(k)
         return cfg

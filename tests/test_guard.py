@@ -149,3 +149,23 @@ def test_clear_outputs_pass(tree):
 
 def test_pool_folder_itself_is_refused_through_its_parts(tree):
     _refused([tree / "pool"], G.pool_inputs(tree / "pool"), "contains the input", kind="dir")
+
+
+def test_output_that_is_a_hard_link_of_an_input(tree):
+    os.link(tree / "s.npy", tree / "alias.npy")
+    _refused([tree / "alias.npy"], [tree / "s.npy"], "-o is an input")
+
+
+def test_output_under_a_folder_that_is_an_input_by_identity(tree, monkeypatch):
+    """A bind mount shows one folder at two real paths; stand in for it by giving the folders one identity."""
+    (tree / "mnt").mkdir()
+    real_identity = G._identity
+
+    def identity(path):
+        if os.path.realpath(path) == os.path.realpath(tree / "mnt"):
+            return real_identity(str(tree / "pool" / "shards"))
+        return real_identity(path)
+
+    monkeypatch.setattr(G, "_identity", identity)
+    _refused([tree / "mnt" / "out.npy"], [tree / "pool" / "shards"], "lies inside the input")
+    _refused([tree / "mnt"], [tree / "pool" / "shards" / "00000000.tar"], "contains the input", kind="dir")
