@@ -184,6 +184,8 @@ def _npy_header(path) -> tuple[np.dtype, int, int]:
         raise BadInputError(path, "score file does not exist") from None
     if len(shape) != 1:
         raise BadInputError(path, f"score file must be 1-D, got shape {shape}")
+    if dtype.hasobject:  # pickled Python objects: the header's size says nothing about the file's
+        raise BadInputError(path, f"not a score file: dtype {dtype} holds Python objects (a pickle; see docs/SCORES.md)")
     need = offset + shape[0] * dtype.itemsize
     size = os.path.getsize(path)
     if size < need:

@@ -209,6 +209,14 @@ def test_score_npy_with_trailing_bytes_is_refused(base, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_pickled_object_array_is_not_a_score_file(tmp_path):
+    path = tmp_path / "objects.npy"
+    np.save(path, np.array([{"uid": "a"}, None], dtype=object), allow_pickle=True)
+    r = H.cli("export-subset", "--scores", path, "--top-k", "1", "-o", tmp_path / "out" / "s.npy")
+    H.assert_one_line_error(r, path, "holds Python objects")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("lines", [16, 10])  # 16 lines of 33 bytes: a multiple of 16, read as a raw memmap before
 def test_text_file_of_hex_uids_is_named_for_what_it_is(base, tmp_path, lines):
     path = tmp_path / "uids.txt"

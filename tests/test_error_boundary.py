@@ -201,6 +201,24 @@ def test_click_usage_errors_are_one_line(args, line):
     assert (r.exit_code, r.stderr.splitlines()) == (2, [line]), r.stderr
 
 
+@pytest.mark.parametrize("args,bad,problem", [
+    (["validate-subset", "{d}"], "{d}", "is a folder, expected a file (SUBSET)"),
+    (["export-subset", "--scores", "{d}", "--top-k", "1", "-o", "{d}/o.npy"], "{d}", "is a folder, expected a file (--scores)"),
+    (["scores-to-parquet", "{d}", "{d}/o.parquet"], "{d}", "is a folder, expected a file (SCORES)"),
+    (["run", "--pool", "{d}", "--workdir", "{f}"], "{f}", "is a file, expected a folder (--workdir)"),
+    (["run", "--pool", "{d}", "--workdir", "{d}/w", "--round0-from", "{d}/none"], "{d}/none",
+     "does not exist (--round0-from)"),
+    (["train-eval", "--subset", "{d}", "--out", "{d}/run"], "{d}", "is a folder, expected a file (--subset)"),
+])
+def test_path_refusals_name_the_path_first(tmp_path, args, bad, problem):
+    (tmp_path / "f").write_text("a file")
+    fill = {"d": str(tmp_path), "f": str(tmp_path / "f")}
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = CliRunner().invoke(C.main, [a.format(**fill) for a in args], prog_name="sfcomp")
+    assert (r.exit_code, r.stderr.splitlines()) == (2, [f"error: {bad.format(**fill)}: {problem}"]), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 # ------------------------------------------------------------------------------------------ real commands
 def _scores(path: Path, n: int = 2000) -> Path:
     rng = np.random.default_rng(0)

@@ -5,12 +5,14 @@ import json
 
 import click
 
+from .paths import PathParam
+
 
 @click.command("reshard")
 @click.option("-i", "--input-dir", required=True, help="Pool folder (with shards/) or a shard folder.")
-@click.option("-s", "--subset-file", required=True, type=click.Path(dir_okay=False),
+@click.option("-s", "--subset-file", required=True, type=PathParam(dir_okay=False),
               help="Sorted u8,u8 subset (.npy or raw memmap); a repeated uid is upsampled.")
-@click.option("-o", "--output-dir", required=True, type=click.Path())
+@click.option("-o", "--output-dir", required=True, type=PathParam())
 @click.option("--shard-size", default=10000, show_default=True, help="Maximum samples per output shard.")
 @click.option("--overwrite", is_flag=True, help="Replace an output folder made for another subset.")
 @click.option("--allow-empty", is_flag=True, help="Reshard an empty subset (writes no sample) instead of refusing it.")
@@ -26,12 +28,12 @@ def reshard(input_dir, subset_file, output_dir, shard_size, overwrite, allow_emp
 
 
 @click.command("train-eval")
-@click.option("--subset", default=None, type=click.Path(dir_okay=False), help="Subset .npy to reshard and train on.")
+@click.option("--subset", default=None, type=PathParam(dir_okay=False), help="Subset .npy to reshard and train on.")
 @click.option("--pool", default=None, help="Pool folder the subset is drawn from.")
 @click.option("--data", default=None, help="Already resharded data (folder with meta.json, shard folder or pattern).")
 @click.option("--reshard-dir", default=None, help="Where to reshard (default OUT/data); reused if already done.")
 @click.option("--eval", "eval_dir", required=True, help="Folder of clip_benchmark wds eval sets.")
-@click.option("--out", required=True, type=click.Path(), help="Run folder.")
+@click.option("--out", required=True, type=PathParam(), help="Run folder.")
 @click.option("--method", default=None, help="Name shown by `sfcomp compare` (default: the subset's file name).")
 @click.option("--scale", default="tiny", show_default=True, help="tiny, small, medium, large, xlarge.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -43,7 +45,7 @@ def reshard(input_dir, subset_file, output_dir, shard_size, overwrite, allow_emp
 @click.option("--precision", default=None, help="Override the scale's precision (e.g. fp32 on CPU).")
 @click.option("--task", "tasks", multiple=True, help="Evaluate only these tasks (repeatable).")
 @click.option("--truth", default=None, help="truth.parquet for clean precision (default: POOL/truth.parquet).")
-@click.option("--eval-cache", default=None, type=click.Path(),
+@click.option("--eval-cache", default=None, type=PathParam(),
               help="Keep preprocessed eval images here and reuse them (many runs on the same eval sets).")
 def train_eval(subset, pool, data, reshard_dir, eval_dir, out, method, scale, seed, samples_seen, shard_size, nproc,
                threads, workers, precision, tasks, truth, eval_cache):
@@ -59,15 +61,15 @@ def train_eval(subset, pool, data, reshard_dir, eval_dir, out, method, scale, se
 
 
 @click.command("evaluate")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
+@click.option("--checkpoint", required=True, type=PathParam(dir_okay=False))
 @click.option("--model", "model_name", default=None,
               help="open_clip model name (default: from the info.json beside the training run).")
 @click.option("--eval", "eval_dir", required=True, help="Eval folder: DataComp's download or wds task folders.")
-@click.option("--out", required=True, type=click.Path(), help="Writes eval_results.jsonl here.")
+@click.option("--out", required=True, type=PathParam(), help="Writes eval_results.jsonl here.")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--device", default=None)
-@click.option("--cache-dir", default=None, type=click.Path(),
+@click.option("--cache-dir", default=None, type=PathParam(),
               help="Keep preprocessed eval images here and reuse them.")
 def evaluate(checkpoint, model_name, eval_dir, out, tasks, batch_size, device, cache_dir):
     """Zero-shot classification / retrieval of a checkpoint on clip_benchmark wds sets (DataComp's line format)."""
@@ -97,8 +99,8 @@ def evaluate(checkpoint, model_name, eval_dir, out, tasks, batch_size, device, c
 
 @click.command("compare")
 @click.argument("results", nargs=-1, required=True)
-@click.option("--md", "out_md", default=None, type=click.Path(), help="Write the markdown table here.")
-@click.option("--png", "out_png", default=None, type=click.Path(), help="Write the plot here.")
+@click.option("--md", "out_md", default=None, type=PathParam(), help="Write the markdown table here.")
+@click.option("--png", "out_png", default=None, type=PathParam(), help="Write the plot here.")
 @click.option("--order", default=None, help="Comma-separated method order.")
 def compare(results, out_md, out_png, order):
     """Table (markdown) and plot (PNG) of methods side by side from run folders; seeds as mean +- std."""

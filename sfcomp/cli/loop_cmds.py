@@ -1,11 +1,11 @@
 """CLI: the self-filtering loop (`round`, `run`) and its outputs (`export-subset`, `scores-to-parquet`)."""
 from __future__ import annotations
 
-
 import click
 
 from ..defaults import LOOP_DEFAULTS as DEFAULTS
 from ..errors import BadInputError
+from .paths import PathParam
 
 
 # Pure checks (no torch, no file): every argument is refused before the workdir, config.json or a cache exists.
@@ -53,7 +53,7 @@ def _loop_options(f):
     opts = [
         click.option("--pool", required=True, help="Pool folder/URL, or a name from sfcomp/configs/pools.json "
                                                    "(demo, small, medium, large, xlarge)."),
-        click.option("--workdir", required=True, type=click.Path(file_okay=False), help="Round directories go here."),
+        click.option("--workdir", required=True, type=PathParam(file_okay=False), help="Round directories go here."),
         click.option("--preset", default="tiny", show_default=True, help="In-loop model preset name or .json path."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--score", default=DEFAULTS["score"], show_default=True,
@@ -84,13 +84,13 @@ def _loop_options(f):
                           "every sample scored by its own fold's model). Default: every round trains new models."),
         click.option("--snapshots", default="", help="Comma-separated fractions of training (e.g. 0.5,0.75) at "
                                                      "which to snapshot scores for the ckpt_avg score."),
-        click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+        click.option("--cache-dir", default=None, type=PathParam(file_okay=False),
                      help="Decode cache folder (default: $SFCOMP_CACHE_DIR or POOL/.sfcomp-cache)."),
         click.option("--cache-workers", default=1, show_default=True, type=int, help="Processes decoding shards."),
         click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)."),
         click.option("--threads", default=None, type=int, help="torch CPU threads."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
-        click.option("--round0-from", default=None, type=click.Path(file_okay=False, exists=True),
+        click.option("--round0-from", default=None, type=PathParam(file_okay=False, exists=True),
                      help="Reuse round 0's models and scores from another workdir whose settings differ only in "
                           "--score/--top-frac/--random-frac (a mix sweep trains round 0 once)."),
         click.option("--scale", default=None, help="The pool's scale for the cost accounting: tiny, small, medium, "
@@ -189,7 +189,7 @@ def run_cmd(rounds, budget, **kw) -> None:
 
 
 @click.command("export-subset")
-@click.option("--scores", "scores", required=True, multiple=True, type=click.Path(dir_okay=False),
+@click.option("--scores", "scores", required=True, multiple=True, type=PathParam(dir_okay=False),
               help="Score file (repeat for per-rank parts of one pool).")
 @click.option("--field", default=None, help="Score field to rank by (default: the file's default).")
 @click.option("--top-frac", type=float, default=None)
@@ -199,7 +199,7 @@ def run_cmd(rounds, budget, **kw) -> None:
               help="Plus a uniform random sample of this fraction of the whole pool.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--streaming/--in-memory", default=None, help="Force the selection path (default: automatic).")
-@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Output subset .npy.")
+@click.option("-o", "--out", "out", required=True, type=PathParam(), help="Output subset .npy.")
 @click.option("--allow-empty", is_flag=True, help="Write the subset even when the rules select no sample.")
 def export_subset(scores, field, top_frac, top_k, threshold, random_frac, seed, streaming, out, allow_empty) -> None:
     """Scores -> a DataComp subset (sorted u8,u8, unique): top-scored UNION uniform random, + OUT.json sidecar."""
@@ -213,8 +213,8 @@ def export_subset(scores, field, top_frac, top_k, threshold, random_frac, seed, 
 
 
 @click.command("scores-to-parquet")
-@click.argument("scores", type=click.Path(dir_okay=False))
-@click.argument("out", type=click.Path())
+@click.argument("scores", type=PathParam(dir_okay=False))
+@click.argument("out", type=PathParam())
 def scores_to_parquet(scores, out) -> None:
     """Write a score file as parquet (uid hex string + one float column per score) for pandas users."""
     from ..scorefile import scores_to_parquet as run

@@ -6,11 +6,12 @@ import json
 import click
 
 from ..sources import DEFAULT_SOURCE, SOURCES
+from .paths import PathParam
 
 
 @click.command("download")
-@click.argument("url_list", type=click.Path(exists=True))
-@click.option("--out", "output_dir", required=True, type=click.Path(), help="Shard folder (POOL/shards).")
+@click.argument("url_list", type=PathParam(exists=True))
+@click.option("--out", "output_dir", required=True, type=PathParam(), help="Shard folder (POOL/shards).")
 @click.option("--image-size", default=512, show_default=True, help="Longest side after resize (DataComp: 512).")
 @click.option("--processes", default=2, show_default=True)
 @click.option("--threads", default=32, show_default=True, help="Download threads per process.")
@@ -32,10 +33,10 @@ def download(url_list, output_dir, image_size, processes, threads, samples_per_s
 @click.command("make-pool")
 @click.option("--source", default=DEFAULT_SOURCE, show_default=True,
               help=f"Pool source: {', '.join(sorted(SOURCES))}, or MODULE:ATTR naming a sfcomp.sources.Source.")
-@click.option("--out", required=True, type=click.Path(), help="Pool folder to create (resumes a partial one).")
-@click.option("--images", type=click.Path(), default=None,
+@click.option("--out", required=True, type=PathParam(), help="Pool folder to create (resumes a partial one).")
+@click.option("--images", type=PathParam(), default=None,
               help="--source folder: the folder of images the captions table names.")
-@click.option("--captions", type=click.Path(), default=None,
+@click.option("--captions", type=PathParam(), default=None,
               help="--source folder: CSV or parquet with columns file, caption, optional label, clean.")
 @click.option("--size", default=None, type=int,
               help="Samples in the pool (rows of metadata). Default: 60000; --source folder: every usable row "

@@ -5,9 +5,11 @@ import json
 
 import click
 
+from .paths import PathParam
+
 
 @click.command("validate-subset")
-@click.argument("subset", type=click.Path(dir_okay=False))
+@click.argument("subset", type=PathParam(dir_okay=False))
 @click.option("--pool", "pool", type=str, default=None, help="Pool folder or URL (metadata/ and shards/).")
 @click.option("--allow-duplicates", is_flag=True, help="Repeated uids are upsampling, not an error.")
 @click.option("--no-shards", is_flag=True, help="Check metadata membership only, skip the shards.")
