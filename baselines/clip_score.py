@@ -16,7 +16,9 @@ from .spec import Baseline, BaselineArgs, Run
 
 
 def _scores(path: str, column: str) -> np.ndarray:
-    return R.column_numpy(R.read_columns(path, [column]), column)
+    t = R.read_columns(path, ["uid", column])
+    R.uids_of(t, path)  # a malformed uid is refused in this first pass, before the threshold is reported
+    return R.column_numpy(t, column)
 
 
 def _at_least(path: str, column: str, threshold: float) -> tuple:

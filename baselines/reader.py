@@ -121,12 +121,10 @@ def column_texts(table, name: str = "text") -> list[str | None]:
 
 
 def uids_of(table, path: str, mask: np.ndarray | None = None) -> np.ndarray:
-    col = table.column("uid")
-    if mask is not None:
-        import pyarrow as pa
-
-        col = col.filter(pa.array(mask))
-    return U.hex_to_uids(col, path)
+    """The kept rows' uids; every row's uid is checked, kept or not (a malformed uid is bad input wherever it is,
+    and its row number is then the file's own)."""
+    uids = U.hex_to_uids(table.column("uid"), path)
+    return uids if mask is None else uids[np.asarray(mask, bool)]
 
 
 def npz_rows(path: str, key: str, n_rows: int) -> np.ndarray:

@@ -305,6 +305,24 @@ def evaluate_task(model, transform, tokenizer, task: Task, device, batch_size: i
     return classification_metrics(np.concatenate(logits), target)
 
 
+def check_checkpoint_file(checkpoint: str | os.PathLike) -> None:
+    """Refuse what torch.save did not write, before open_clip reads it (it takes a .npy/.npz for big_vision
+    weights, and a truncated zip fails deep in torch's reader)."""
+    import zipfile
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise BadInputError(checkpoint, "checkpoint does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":  # torch.save's zip format
+        if not zipfile.is_zipfile(path):
+            raise BadInputError(checkpoint, "truncated or damaged checkpoint (no zip central directory)")
+    elif head[:1] != b"\x80":  # torch.save's legacy pickle format starts with the pickle protocol byte
+        raise BadInputError(checkpoint, "not a torch checkpoint (a file written by torch.save, e.g. "
+                                        "checkpoints/epoch_N.pt)")
+
+
 def load_model(checkpoint: str | os.PathLike, model_name: str, device: str | None = None):
     """(model, eval transform, tokenizer, device) from a local open_clip checkpoint; never touches a hub."""
     import open_clip
@@ -313,11 +331,14 @@ def load_model(checkpoint: str | os.PathLike, model_name: str, device: str | Non
     from .scales import register_models
 
     register_models()
-    if not Path(checkpoint).exists():
-        raise BadInputError(checkpoint, "checkpoint does not exist")
+    check_checkpoint_file(checkpoint)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint))
+    try:
+        model, _, transform = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint))
+    except RuntimeError as e:  # torch's reader on a damaged file, or a state dict of another architecture
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BadInputError(checkpoint, f"cannot load as {model_name}: {first}") from None
     model.eval().to(device)
     return model, transform, open_clip.get_tokenizer(model_name), device
 
@@ -366,6 +387,7 @@ def evaluate(checkpoint: str | os.PathLike, model_name: str, eval_dir: str | os.
              device: str | None = None, cache_dir: str | os.PathLike | None = None, log=print) -> dict:
     """Evaluate on every task of `eval_dir`; append to OUT/eval_results.jsonl; write OUT/eval_summary.json.
     `cache_dir`: keep preprocessed eval images there for later evaluations (see _batches)."""
+    check_checkpoint_file(checkpoint)
     found, notes = find_tasks(eval_dir, tasks)
     out = Path(out_dir)
     results_path = out / "eval_results.jsonl"

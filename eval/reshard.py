@@ -117,7 +117,8 @@ def _input_shards(input_dir: str) -> tuple[str, list[str]]:
     elif root.is_dir():
         shards_dir = root
     else:
-        raise BadInputError(input_dir, "input folder does not exist")
+        raise BadInputError(input_dir, "is a file, expected a pool folder or a folder of shards" if root.exists()
+                            else "input folder does not exist")
     tars = Pool(str(shards_dir.parent)).shard_files() if shards_dir.name == "shards" else sorted(
         str(p) for p in shards_dir.glob("*.tar") if p.stem.isdigit())
     if not tars:

@@ -24,6 +24,13 @@ class BadInputError(SfcompError):
         return (type(self), (self.path, self.problem))
 
 
+def json_kind(value) -> str:
+    """What a parsed JSON value is, in JSON's words: "null", "an array", "a string", ..."""
+    kinds = ((type(None), "null"), (bool, "a boolean"), ((int, float), "a number"), (str, "a string"),
+             (list, "an array"), (dict, "an object"))
+    return next((k for t, k in kinds if isinstance(value, t)), type(value).__name__)
+
+
 # ---------------------------------------------------------------- the CLI's error boundary
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

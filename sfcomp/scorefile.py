@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from .atomic import atomic_open, write_json, writing_pair
-from .errors import BadInputError
+from .errors import BadInputError, json_kind
 from .kway import merge_sorted_chunks, per_stream_rows
 from .uids import NPY_FORMAT_ERRORS, UID_DTYPE, check_npy_size, uid_hex, uid_le_next, uid_order, uids_to_hex
 
@@ -162,7 +162,7 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     except OSError as e:
         raise BadInputError(side, f"unreadable score sidecar ({e.strerror or e})") from None
     if not isinstance(out, dict):
-        raise BadInputError(side, f"score sidecar is not a JSON object (got a JSON {type(out).__name__}); "
+        raise BadInputError(side, f"score sidecar is not a JSON object (got {json_kind(out)}); "
                                   "delete it or write {\"default\": FIELD, ...}")
     return out
 
@@ -198,8 +198,8 @@ def _check_sidecar(path, fields: list[str], n: int) -> dict:
     side = read_sidecar(path)
     if side:
         if side.get("n") != n or side.get("fields") != fields:
-            raise BadInputError(sidecar_path(path), f"sidecar does not match its .npy (n={side.get('n')} "
-                                                    f"fields={side.get('fields')} vs n={n} fields={fields})")
+            raise BadInputError(sidecar_path(path), f"sidecar does not match its .npy (n={side.get('n')!r} "
+                                                    f"fields={side.get('fields')!r} vs n={n!r} fields={fields!r})")
         if side.get("default") not in fields:
             raise BadInputError(sidecar_path(path), f"default score {side.get('default')!r} is not a field")
     return side

@@ -201,7 +201,7 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
         for s in active:
             s.begin()
         for path in paths:
-            for chunk in iter_score_chunks(path, chunk_rows, fields=[field], validate=True):
+            for chunk in iter_score_chunks(path, chunk_rows, validate=True):
                 for s in active:
                     s.feed(chunk)
         for s in active:
@@ -242,7 +242,7 @@ def stream_select(paths: Sequence[str | os.PathLike], out_npy: str | os.PathLike
         for i, path in enumerate(paths):  # each part's selection, sorted because the part is
             spill = tmp / f"{i:06d}.bin"
             with open(spill, "wb") as f:
-                for chunk in iter_score_chunks(path, chunk_rows, fields=[field], validate=True):
+                for chunk in iter_score_chunks(path, chunk_rows, validate=True):
                     top, rand = masks(chunk)
                     mask = top | rand
                     if top.any():

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_open, remove_stale_temps, write_json
-from .errors import BadInputError
+from .errors import BadInputError, json_kind
 from .guard import refuse_foreign_folder
 
 ROUND_DIR = "round_{:02d}"
@@ -48,7 +48,7 @@ def read_json_object(path: str | os.PathLike, what: str, fix: str) -> dict:
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise BadInputError(path, f"{what} is not JSON ({e}); {fix}") from None
     if not isinstance(obj, dict):
-        raise BadInputError(path, f"{what} is not a JSON object (got a JSON {type(obj).__name__}); {fix}")
+        raise BadInputError(path, f"{what} is not a JSON object (got {json_kind(obj)}); {fix}")
     return obj
 
 

@@ -122,7 +122,14 @@ def test_reshard_allow_empty_reshards_nothing(base, tmp_path):
                                           ("--rounds", "-1"), ("--folds", "0"), ("--folds", "-2")])
 def test_run_with_a_count_below_one_is_refused_up_front(base, tmp_path, option, value):
     extra = [option, value] if option == "--steps" else ["--steps", "1", option, value]
-    H.assert_one_line_error(_loop(base, tmp_path, "run", *extra), None, f"{option} must be >= 1, got {value}")
+    H.assert_one_line_error(_loop(base, tmp_path, "run", *extra), None, f"{option} must be ", f", got {value}")
+    _nothing_written(tmp_path)
+
+
+def test_more_folds_than_the_cap_is_refused_up_front(base, tmp_path):
+    # each fold trains and saves a model: 100000 folds used to run, writing 32 MB a fold until the disk filled
+    r = _loop(base, tmp_path, "run", "--steps", "1", "--folds", "100000")
+    H.assert_one_line_error(r, None, "--folds must be between 1 and 32, got 100000")
     _nothing_written(tmp_path)
 
 
@@ -135,14 +142,18 @@ def test_run_refused_for_steps_then_corrected_rerun_works(base, tmp_path):
 # ------------------------------------------------------------------------------------------ item 6 / 11: every argument
 @pytest.mark.parametrize("extra,fragments", [
     (["--snapshots", "abc"], ["--snapshots", "'abc' is not a number"]),
-    (["--threads", "-1"], ["--threads must be >= 1, got -1"]),
-    (["--threads", "0"], ["--threads must be >= 1, got 0"]),
-    (["--cache-workers", "0"], ["--cache-workers must be >= 1, got 0"]),
+    (["--threads", "-1"], ["'--threads': -1 is not in the range 1<=x<="]),
+    (["--threads", "0"], ["'--threads': 0 is not in the range 1<=x<="]),
+    (["--threads", "100000"], ["'--threads': 100000 is not in the range 1<=x<="]),  # used to segfault
+    (["--cache-workers", "0"], ["'--cache-workers': 0 is not in the range 1<=x<="]),
+    (["--top-frac", "1.5"], ["--top-frac must be in (0, 1], got 1.5"]),
     (["--device", "bogus"], ["--device 'bogus'"]),
     (["--device", "cuda:99"], ["--device 'cuda:99'"]),
     (["--round", "-1"], ["--round must be >= 0, got -1"]),
     (["--round", "3"], ["--round 3", "round 2 is not finished"]),
     (["--train-shards", "99999999"], ["--train-shards", "99999999", "00000000"]),
+    (["--train-shards", ""], ["--train-shards '' names no shard"]),
+    (["--train-shards", "00000000,00000000"], ["--train-shards names 00000000 more than once"]),
     (["--round0-frac", "0.001"], ["--round0-frac 0.001", "= 0 samples"]),
 ])
 def test_round_argument_is_refused_before_anything_is_written(base, tmp_path, extra, fragments):
@@ -182,12 +193,14 @@ def test_malformed_pools_config_is_one_line(tmp_path, monkeypatch, content, prob
     _nothing_written(tmp_path)
 
 
-def test_score_sidecar_that_is_a_json_list_is_one_line(base, tmp_path):
+@pytest.mark.parametrize("content,problem", [("[1, 2, 3]", "not a JSON object (got an array)"),
+                                             ("null", "not a JSON object (got null)")])
+def test_score_sidecar_that_is_not_a_json_object_is_one_line(base, tmp_path, content, problem):
     scores = _scores(base, tmp_path)
     side = Path(f"{scores}.json")
-    side.write_text("[1, 2, 3]")
+    side.write_text(content)
     r = H.cli("export-subset", "--scores", scores, "--top-frac", "0.3", "-o", tmp_path / "out" / "s.npy")
-    H.assert_one_line_error(r, side, "not a JSON object")
+    H.assert_one_line_error(r, side, problem)
     assert not (tmp_path / "out").exists()
 
 

@@ -407,3 +407,21 @@ def test_language_id_baseline_on_bad_metadata_prints_only_its_error_line(tmp_pat
     ok = H.cli("baseline", "basic_filter", "--metadata-dir", write_pool(tmp_path / "good", [row(i) for i in range(4)]),
                "--save-path", tmp_path / "g.npy", "--num-workers", "1")
     assert ok[0] == 0 and "language ID: " in ok[2], ok
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("clip_score", ["--arch", "b32", "--fraction", "0.5"]),
+    ("clip_score", ["--arch", "b32", "--threshold", "0.0"]),
+])
+def test_a_malformed_uid_on_a_row_the_baseline_drops_is_still_refused(tmp_path, name, extra):
+    """Every row's uid is checked, kept or not; a fraction's threshold is not reported before the refusal."""
+    import _e_harness as H
+
+    rows = [row(i) for i in range(4)]
+    rows[3]["uid"] = rows[3]["uid"].upper() if any(c.isalpha() for c in rows[3]["uid"]) else "Z" * 32
+    rows[3]["b32"] = -1.0  # below any threshold used here: the row is dropped
+    meta = write_pool(tmp_path, rows, n_files=2, npz=False)
+    res = H.cli("baseline", name, *extra, "--metadata-dir", meta, "--save-path", tmp_path / "b.npy",
+                "--num-workers", "1")
+    H.assert_one_line_error(res, sorted(meta.glob("*.parquet"))[1], "malformed uid at row 1")
+    assert not (tmp_path / "b.npy").exists()

@@ -195,6 +195,7 @@ def test_a_command_leaves_the_logger_levels_as_it_found_them(raising_cli, tmp_pa
     (["run", "--pool", "p", "--workdir", "w", "--steps", "abc"],
      "error: Invalid value for '--steps': 'abc' is not a valid integer (see `sfcomp run --help`)"),
     (["no-such-command"], "error: No such command 'no-such-command' (see `sfcomp --help`)"),
+    (["--bogus"], "error: No such option '--bogus' (see `sfcomp --help`)"),  # the group's own parse
 ])
 def test_click_usage_errors_are_one_line(args, line):
     r = CliRunner().invoke(C.main, args, prog_name="sfcomp")
@@ -217,6 +218,11 @@ def test_path_refusals_name_the_path_first(tmp_path, args, bad, problem):
     r = CliRunner().invoke(C.main, [a.format(**fill) for a in args], prog_name="sfcomp")
     assert (r.exit_code, r.stderr.splitlines()) == (2, [f"error: {bad.format(**fill)}: {problem}"]), r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_sfcomp_alone_prints_the_help_and_exits_0():
+    r = CliRunner().invoke(C.main, [], prog_name="sfcomp")
+    assert (r.exit_code, r.stderr, r.stdout.startswith("Usage: sfcomp")) == (0, "", True), (r.exit_code, r.output)
 
 
 # ------------------------------------------------------------------------------------------ real commands

@@ -507,3 +507,50 @@ def test_compare_refuses_malformed_results_in_one_line(tmp_path, results, run_js
         bad = run / "run.json"
     H.assert_one_line_error(H.cli("compare", tmp_path / "m", "--md", tmp_path / "t.md"), bad, problem)
     assert not (tmp_path / "t.md").exists()
+
+
+def _saved_checkpoint(path: Path) -> Path:
+    import torch
+
+    torch.save({"state_dict": {"w": torch.zeros(4096)}}, path)
+    return path
+
+
+@pytest.mark.parametrize("make,problem", [
+    (lambda p: p.write_bytes(_saved_checkpoint(p).read_bytes()[:3000]), "truncated or damaged checkpoint"),
+    (lambda p: np.save(p, np.zeros(3, np.float32)), "not a torch checkpoint"),  # open_clip reads .npy as big_vision
+    (lambda p: p.write_bytes(b""), "not a torch checkpoint"),
+    (_saved_checkpoint, "cannot load as ViT-B-32"),  # a torch file, but not this model's weights
+])
+def test_evaluate_refuses_a_bad_checkpoint_with_one_line(tmp_path, make, problem):
+    import _e_harness as H
+
+    ckpt = tmp_path / "c.pt"
+    make(ckpt)
+    ckpt = ckpt if ckpt.exists() else ckpt.with_suffix(".pt.npy")
+    (tmp_path / "eval" / "task" / "test").mkdir(parents=True)
+    (tmp_path / "eval" / "task" / "test" / "nshards.txt").write_text("1\n")
+    r = H.cli("evaluate", "--checkpoint", ckpt, "--model", "ViT-B-32", "--eval", tmp_path / "eval",
+              "--out", tmp_path / "out")
+    H.assert_one_line_error(r, ckpt, problem)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_without_model_and_no_info_json_is_one_line(tmp_path, monkeypatch):
+    import _e_harness as H
+
+    monkeypatch.chdir(tmp_path)  # a bare relative name: its parents used to run out (IndexError)
+    _saved_checkpoint(tmp_path / "c.pt")
+    (tmp_path / "eval").mkdir()
+    H.assert_one_line_error(H.cli("evaluate", "--checkpoint", "c.pt", "--eval", "eval", "--out", "out"), "c.pt",
+                            "no info.json beside this checkpoint: pass --model")
+
+
+def test_reshard_input_that_is_a_file_says_so(tmp_path):
+    import _e_harness as H
+
+    sub = tmp_path / "s.npy"
+    U.write_subset(sub, U.hex_to_uids(["0" * 31 + "1"]))
+    H.assert_one_line_error(H.cli("reshard", "-i", sub, "-s", sub, "-o", tmp_path / "out"), sub,
+                            "is a file, expected a pool folder or a folder of shards")
+    assert not (tmp_path / "out").exists()

@@ -157,6 +157,9 @@ def test_sidecar_mismatch_and_missing_sidecar(tmp_path):
     sidecar_path(p).write_text(json.dumps({**side, "n": 6}))
     with pytest.raises(BadInputError, match="sidecar does not match"):
         read_scores(p)
+    sidecar_path(p).write_text(json.dumps({**side, "n": "5"}))  # a string: the message shows it is one
+    with pytest.raises(BadInputError, match=r"\(n='5' .* vs n=5 "):
+        read_scores(p)
     sidecar_path(p).unlink()
     assert default_field(p) == "a"  # no sidecar: the first field
     assert len(read_scores(p)) == 5

@@ -129,6 +129,13 @@ def test_bad_inputs_one_line_errors(tmp_path):
     a[[3, 4]] = a[[4, 3]]
     np.save(uns, a)
     cases.append(([uns, paths[1]], dict(top_frac=0.3), "not sorted", uns))
+    # inf in a field that is not ranked: refused by both paths (streaming used to check the ranked field only)
+    inf = tmp_path / "inf.npy"
+    write_scores(inf, u[:50], {"cosine": np.linspace(0, 1, 50), "other": np.zeros(50)})
+    a = np.load(inf)
+    a["other"][7] = np.inf
+    np.save(inf, a)
+    cases.append(([inf], dict(top_frac=0.3, field="cosine"), "non-finite .* score 'other'", inf))
     # fractions outside (0, 1], parts larger than the pool
     cases.append((paths, dict(top_frac=1.5), r"\(0, 1\]", paths[0]))
     cases.append((paths, dict(top_frac=0.3, random_frac=-0.1), r"\(0, 1\]", paths[0]))

@@ -65,7 +65,29 @@ def _drop_frames(e: BaseException) -> None:
         e = e.__cause__ or e.__context__
 
 
+# click >= 8.2 raises this for a bare `sfcomp` (8.1 printed the help and exited 0, as this does)
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error(e: click.UsageError) -> None:
+    """A value or option click refuses: one line too, not Usage/Try/Error; exit 2."""
+    if isinstance(e, _NO_ARGS) and e.ctx is not None:
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
+    where = e.ctx.command_path if e.ctx is not None else "sfcomp"
+    click.echo(f"error: {e.format_message().rstrip('.')} (see `{where} --help`)", err=True)
+    sys.exit(2)
+
+
 class LazyGroup(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the group's own options (`sfcomp --bogus`) are parsed here, outside invoke
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            if _debug():
+                raise
+            _usage_error(e)
+
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 
@@ -92,12 +114,10 @@ class LazyGroup(click.Group):
         levels = _logger_levels()
         try:
             return super().invoke(ctx)
-        except click.UsageError as e:  # a value click's own types refuse: one line too, not Usage/Try/Error
+        except click.UsageError as e:
             if _debug():
                 raise
-            where = e.ctx.command_path if e.ctx is not None else "sfcomp"
-            click.echo(f"error: {e.format_message().rstrip('.')} (see `{where} --help`)", err=True)
-            sys.exit(2)
+            _usage_error(e)
         except KeyboardInterrupt:
             if _debug():
                 raise

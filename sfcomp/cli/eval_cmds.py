@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .paths import PathParam
+from .paths import PathParam, per_core
 
 
 @click.command("reshard")
@@ -40,8 +40,8 @@ def reshard(input_dir, subset_file, output_dir, shard_size, overwrite, allow_emp
 @click.option("--samples-seen", default=None, type=int, help="Override the scale's samples seen (non-standard).")
 @click.option("--shard-size", default=None, type=int, help="Reshard shard size (default 10000; tiny 1000).")
 @click.option("--nproc", default=1, show_default=True, type=int, help="GPUs: >1 trains under torchrun.")
-@click.option("--threads", default=None, type=int, help="torch CPU threads.")
-@click.option("--workers", default=None, type=int, help="Data loader workers (default: the scale's).")
+@click.option("--threads", default=None, type=per_core(), help="torch CPU threads.")
+@click.option("--workers", default=None, type=per_core(low=0), help="Data loader workers (default: the scale's).")
 @click.option("--precision", default=None, help="Override the scale's precision (e.g. fp32 on CPU).")
 @click.option("--task", "tasks", multiple=True, help="Evaluate only these tasks (repeatable).")
 @click.option("--truth", default=None, help="truth.parquet for clean precision (default: POOL/truth.parquet).")
@@ -83,7 +83,8 @@ def evaluate(checkpoint, model_name, eval_dir, out, tasks, batch_size, device, c
                   what="--out")
     check_outputs([cache_dir], [checkpoint, eval_dir], what="--cache-dir", kind="dir")
     if model_name is None:
-        for cand in (Path(checkpoint).parents[2] / "info.json", Path(checkpoint).parents[1] / "info.json"):
+        up = Path(checkpoint).resolve().parents  # RUN/checkpoints/epoch_N.pt: info.json in RUN or beside it
+        for cand in [up[i] / "info.json" for i in (2, 1) if i < len(up)]:
             if cand.exists():
                 model_name = json.loads(cand.read_text())["model"]
                 break

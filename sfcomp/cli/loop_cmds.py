@@ -5,7 +5,7 @@ import click
 
 from ..defaults import LOOP_DEFAULTS as DEFAULTS
 from ..errors import BadInputError
-from .paths import PathParam
+from .paths import PathParam, per_core
 
 
 # Pure checks (no torch, no file): every argument is refused before the workdir, config.json or a cache exists.
@@ -28,7 +28,15 @@ def parse_snapshots(text: str) -> list[float]:
 
 
 def parse_train_shards(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        raise BadInputError(None, f"--train-shards {text!r} names no shard (leave it out to train on every shard)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadInputError(None, f"--train-shards names {', '.join(twice)} more than once")
+    return names
 
 
 class ScoreChoice(click.Choice):
@@ -86,9 +94,9 @@ def _loop_options(f):
                                                      "which to snapshot scores for the ckpt_avg score."),
         click.option("--cache-dir", default=None, type=PathParam(file_okay=False),
                      help="Decode cache folder (default: $SFCOMP_CACHE_DIR or POOL/.sfcomp-cache)."),
-        click.option("--cache-workers", default=1, show_default=True, type=int, help="Processes decoding shards."),
+        click.option("--cache-workers", default=1, show_default=True, type=per_core(), help="Processes decoding shards."),
         click.option("--device", default=None, help="torch device (default: cuda if available, else cpu)."),
-        click.option("--threads", default=None, type=int, help="torch CPU threads."),
+        click.option("--threads", default=None, type=per_core(), help="torch CPU threads."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
         click.option("--round0-from", default=None, type=PathParam(file_okay=False, exists=True),
                      help="Reuse round 0's models and scores from another workdir whose settings differ only in "
@@ -110,8 +118,6 @@ def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac,
                final_samples_seen=None, stop=None, warm_start=False):
     from ..loop import Loop, LoopConfig
 
-    at_least("--threads", threads, 1)
-    at_least("--cache-workers", cache_workers, 1)
     cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
                      round0_frac=round0_frac, train_shards=parse_train_shards(train_shards), steps=steps,
                      snapshots=parse_snapshots(snapshots), scale=scale, final_samples_seen=final_samples_seen,

@@ -1,4 +1,4 @@
-"""click's Path type, refusing in sfcomp's one-line form: `error: FILE: problem` (exit 2), not click's usage text."""
+"""click types that refuse in sfcomp's one-line form: paths (`error: FILE: problem`, exit 2) and CPU counts."""
 from __future__ import annotations
 
 import os
@@ -28,3 +28,9 @@ class PathParam(click.Path):
             if mode is not None and not self.file_okay and not stat.S_ISDIR(mode):
                 raise BadInputError(path, "is a file, expected a folder" + where)
         return super().convert(value, param, ctx)
+
+
+def per_core(low: int = 1, factor: int = 4) -> click.IntRange:
+    """A count of CPU threads or processes: from `low` to `factor` x this machine's cores. More is never faster,
+    and a typo (100000) would otherwise exhaust the machine's threads before any input is read."""
+    return click.IntRange(low, factor * (os.cpu_count() or 1))

@@ -6,15 +6,16 @@ import json
 import click
 
 from ..sources import DEFAULT_SOURCE, SOURCES
-from .paths import PathParam
+from .paths import PathParam, per_core
 
 
 @click.command("download")
 @click.argument("url_list", type=PathParam(exists=True))
 @click.option("--out", "output_dir", required=True, type=PathParam(), help="Shard folder (POOL/shards).")
 @click.option("--image-size", default=512, show_default=True, help="Longest side after resize (DataComp: 512).")
-@click.option("--processes", default=2, show_default=True)
-@click.option("--threads", default=32, show_default=True, help="Download threads per process.")
+@click.option("--processes", default=2, show_default=True, type=per_core())
+@click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 1024),
+              help="Download threads per process.")
 @click.option("--samples-per-shard", default=10000, show_default=True, help="Input rows per shard (DataComp: 10000).")
 @click.option("--timeout", default=10, show_default=True, help="Seconds per request.")
 @click.option("--retries", default=0, show_default=True)
@@ -49,8 +50,9 @@ def download(url_list, output_dir, image_size, processes, threads, samples_per_s
 @click.option("--direct", is_flag=True, help="Skip HTTP: feed the files to img2dataset's code directly (same layout).")
 @click.option("--image-size", default=64, show_default=True, help="Shard image size (DataComp uses 512).")
 @click.option("--samples-per-shard", default=10000, show_default=True)
-@click.option("--processes", default=2, show_default=True, help="img2dataset processes.")
-@click.option("--threads", default=32, show_default=True, help="img2dataset threads per process.")
+@click.option("--processes", default=2, show_default=True, type=per_core(), help="img2dataset processes.")
+@click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 1024),
+              help="img2dataset threads per process.")
 @click.option("--ref-steps", default=None, type=int, help="Training steps of the reference CLIPs (preset default).")
 @click.option("--quiet", is_flag=True)
 def make_pool(source, out, images, captions, size, noise, noise_mix, seed, direct, image_size, samples_per_shard,
