@@ -291,7 +291,7 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
     returned); one for another subset needs `overwrite=True`.
     """
     if shard_size < 1:
-        raise BadInputError(None, f"shard size must be >= 1, got {shard_size}")
+        raise BadInputError(None, f"--shard-size must be >= 1, got {shard_size}")
     t0 = time.time()
     subset = load_sorted_subset(subset_file, allow_empty)
     subset_sha = _file_sha256(subset_file)

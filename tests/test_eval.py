@@ -554,3 +554,9 @@ def test_reshard_input_that_is_a_file_says_so(tmp_path):
     H.assert_one_line_error(H.cli("reshard", "-i", sub, "-s", sub, "-o", tmp_path / "out"), sub,
                             "is a file, expected a pool folder or a folder of shards")
     assert not (tmp_path / "out").exists()
+
+
+def test_reshard_shard_size_below_one_names_the_option(tmp_path):
+    with pytest.raises(BadInputError, match=r"^--shard-size must be >= 1, got 0$"):
+        R.reshard(tmp_path, tmp_path / "s.npy", tmp_path / "out", shard_size=0, log=lambda m: None)
+    assert not (tmp_path / "out").exists()
