@@ -149,7 +149,10 @@ def run_baseline(a: BaselineArgs, log: Callable[[str], None] = lambda m: print(m
                        output_sha256=sha256_file(a.save_path),
                        sidecar_rule="written beside the subset as <save_path>.json")
         write_json(sidecar_path(a.save_path), sidecar)
-    if lang is not None:  # after the work: a run refused on bad input prints its one error line only
+    # notes after the work: a run refused on bad input prints its one error line only
+    if a.fraction is not None and "threshold" in sidecar:  # the whole-pool threshold a fraction became
+        log(f"fraction {a.fraction} of {n_pool} rows -> threshold {sidecar['threshold']!r} on {sidecar['score_column']}")
+    if lang is not None:
         log(f"language ID: {lang.note} [{sidecar['language_id'].get('model_file', 'gcld3')}]")
     log(f"{a.name}: kept {len(written)} of {n_pool} rows ({100 * len(written) / n_pool:.2f}%) -> {a.save_path}")
     return sidecar

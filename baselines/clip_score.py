@@ -16,9 +16,7 @@ from .spec import Baseline, BaselineArgs, Run
 
 
 def _scores(path: str, column: str) -> np.ndarray:
-    t = R.read_columns(path, ["uid", column])
-    R.uids_of(t, path)  # a malformed uid is refused in this first pass, before the threshold is reported
-    return R.column_numpy(t, column)
+    return R.column_numpy(R.read_columns(path, [column]), column)
 
 
 def _at_least(path: str, column: str, threshold: float) -> tuple:
@@ -43,7 +41,6 @@ def score_threshold(run: Run) -> tuple[float, str]:
     threshold = a.threshold
     if a.fraction is not None:
         threshold, _ = fraction_threshold(run.files, column, a.fraction, run.workers)
-        run.log(f"fraction {a.fraction} of {run.n_pool} rows -> threshold {float(threshold)!r} on {column}")
     run.sidecar["threshold"] = float(threshold)
     run.sidecar["score_column"] = column
     return threshold, column

@@ -34,3 +34,6 @@ def per_core(low: int = 1, factor: int = 4) -> click.IntRange:
     """A count of CPU threads or processes: from `low` to `factor` x this machine's cores. More is never faster,
     and a typo (100000) would otherwise exhaust the machine's threads before any input is read."""
     return click.IntRange(low, factor * (os.cpu_count() or 1))
+
+
+IO_THREADS = click.IntRange(1, 1024)  # download threads wait on the network, not the CPU: not bound to the cores

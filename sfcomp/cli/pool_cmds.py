@@ -6,7 +6,7 @@ import json
 import click
 
 from ..sources import DEFAULT_SOURCE, SOURCES
-from .paths import PathParam, per_core
+from .paths import IO_THREADS, PathParam, per_core
 
 
 @click.command("download")
@@ -14,7 +14,7 @@ from .paths import PathParam, per_core
 @click.option("--out", "output_dir", required=True, type=PathParam(), help="Shard folder (POOL/shards).")
 @click.option("--image-size", default=512, show_default=True, help="Longest side after resize (DataComp: 512).")
 @click.option("--processes", default=2, show_default=True, type=per_core())
-@click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 1024),
+@click.option("--threads", default=32, show_default=True, type=IO_THREADS,
               help="Download threads per process.")
 @click.option("--samples-per-shard", default=10000, show_default=True, help="Input rows per shard (DataComp: 10000).")
 @click.option("--timeout", default=10, show_default=True, help="Seconds per request.")
@@ -51,7 +51,7 @@ def download(url_list, output_dir, image_size, processes, threads, samples_per_s
 @click.option("--image-size", default=64, show_default=True, help="Shard image size (DataComp uses 512).")
 @click.option("--samples-per-shard", default=10000, show_default=True)
 @click.option("--processes", default=2, show_default=True, type=per_core(), help="img2dataset processes.")
-@click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 1024),
+@click.option("--threads", default=32, show_default=True, type=IO_THREADS,
               help="img2dataset threads per process.")
 @click.option("--ref-steps", default=None, type=int, help="Training steps of the reference CLIPs (preset default).")
 @click.option("--quiet", is_flag=True)
