@@ -4,11 +4,13 @@ An output may not be, contain or lie inside any input of the same command. Paths
 (links resolved; a path that does not exist yet is resolved through its nearest existing parent, which is what
 `os.path.realpath` does). Sidecars count: callers pass `with_sidecars(...)` of the files that have one (an `X.npy`
 score file or subset has `X.npy.json`). URLs (`://`) are not checked. The same call also refuses an output that
-cannot be written: one under an existing file, an existing folder where a file is wanted (or the reverse), and
-a folder the user may not write to.
+cannot be written: one under an existing file, an existing folder where a file is wanted (or the reverse), a
+broken symlink (a loop, or a link to nothing: the atomic rename would replace the link), and a folder the user
+may not write to.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 from collections.abc import Iterable, Sequence
@@ -132,6 +134,9 @@ def check_outputs(outputs: Sequence[PathLike | None], inputs: Sequence[PathLike 
 
 def _check_writable(out: str, what: str, kind: str) -> None:
     path = os.path.abspath(out)
+    if os.path.islink(path) and not os.path.exists(path):  # a write would replace the link, not fill its target
+        how = "a symlink loop" if _is_link_loop(path) else f"a symlink to {os.readlink(path)}, which does not exist"
+        raise BadInputError(out, f"{what} is {how}; give a path that is not a broken link")
     if kind == "file" and os.path.isdir(path):
         raise BadInputError(out, f"{what} is an existing folder; a file path is wanted here")
     if kind == "dir" and os.path.exists(path) and not os.path.isdir(path):
@@ -142,6 +147,14 @@ def _check_writable(out: str, what: str, kind: str) -> None:
     target = path if kind == "dir" and os.path.isdir(path) else anc
     if not os.access(target, os.W_OK | os.X_OK):
         raise BadInputError(out, f"{what}: folder {target} is not writable")
+
+
+def _is_link_loop(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
 
 
 def check_loop_dirs(pool_root: PathLike, workdir: PathLike, cache_dir: PathLike | None = None) -> None:

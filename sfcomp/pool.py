@@ -216,6 +216,9 @@ def list_metadata(metadata_dir: str | os.PathLike) -> list[str]:
     fs, p = _fs(metadata_dir)
     if not fs.exists(p) or not fs.isdir(p):
         raise BadInputError(metadata_dir, "metadata folder does not exist")
+    if fs.isdir(f"{p.rstrip('/')}/metadata"):  # its own parquet files (truth.parquet) are not metadata
+        raise BadInputError(metadata_dir, f"is a pool folder (it holds metadata/), not a metadata folder: give "
+                                          f"{metadata_dir.rstrip('/')}/metadata")
     files = sorted(_restore(fs, metadata_dir, x) for x in fs.ls(p, detail=False) if x.endswith(".parquet"))
     if not files:
         raise BadInputError(metadata_dir, "metadata folder holds no .parquet files (empty pool)")

@@ -393,6 +393,18 @@ def test_missing_metadata_dir(tmp_path):
         run(tmp_path / "nope", "no_filter")
 
 
+def test_a_pool_folder_as_metadata_dir_is_refused(tmp_path):
+    # its truth.parquet holds the pool's uids: `random` would have "worked" on it, as if it were metadata
+    meta = write_pool(tmp_path / "pool", [row(i) for i in range(4)], n_files=1, npz=False)
+    assert meta == tmp_path / "pool" / "metadata"
+    truth = pq.read_table(sorted(meta.glob("*.parquet"))[0], columns=["uid"])
+    pq.write_table(truth, tmp_path / "pool" / "truth.parquet")
+    with pytest.raises(BadInputError, match=r"pool: is a pool folder \(it holds metadata/\), not a metadata folder: "
+                                            r"give .*pool/metadata$"):
+        run(tmp_path / "pool", "random", fraction=0.5)
+    assert len(run(meta, "random", fraction=0.5)[0]) == 2
+
+
 def test_language_id_baseline_on_bad_metadata_prints_only_its_error_line(tmp_path):
     """basic_filter's language-ID note comes after the work, so a refused run's stderr is its one error line."""
     import _e_harness as H

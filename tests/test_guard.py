@@ -76,6 +76,18 @@ def test_dangling_link_output_resolves_to_its_target(tree):
     _refused([tree / "dangling"], [tree / "pool" / "shards"], "lies inside")
 
 
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_broken_link_output_is_refused(tree, kind):
+    # writing would rename over the link (a loop, or a link to nothing), never fill what it names
+    os.symlink("loop", tree / "loop")
+    _refused([tree / "loop"], [tree / "s.npy"], "-o is a symlink loop", kind=kind)
+    (tree / "gone").symlink_to(tree / "nowhere" / "out.npy")
+    _refused([tree / "gone"], [tree / "s.npy"], "-o is a symlink to", "nowhere/out.npy, which does not exist",
+             kind=kind)
+    (tree / "ok").symlink_to(tree / "s.npy")
+    G.check_outputs([tree / "ok"], [], what="-o")  # a link to an existing file is not broken
+
+
 def test_output_under_an_existing_file(tree):
     _refused([tree / "s.npy" / "out.npy"], [], "lies under", "which is a file")
 

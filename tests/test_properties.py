@@ -6,8 +6,11 @@ no byte of its inputs.
   members). Each reader returns (iterators are drained) or raises BadInputError, nothing else.
 - Commands (export-subset, validate-subset, scores-to-parquet, reshard, baseline, round --steps 1) through the
   real CLI group in this process (click's CliRunner, standalone mode like `sfcomp`): random argument values and
-  random choices of good, broken and hostile input/output paths. Exit 0, or exit 2 with one `error: ` line (the
-  last stderr line), click's usage errors included, never a traceback; no byte of any input path changed.
+  random choices of good, broken and hostile input/output paths. Each test predicts, from what it drew, the one
+  outcome the case must have (an oracle: the command's documented rules written out in the test, e.g. "a top
+  fraction outside (0, 1]" or "an output that is an input"): exit 0, or exit 2 with one `error: ` line (the last
+  stderr line), click's usage errors included; never a traceback, never the other exit code; no byte of any
+  input path changed.
 
 Deterministic (`derandomize=True`, no example database). The number of cases run is printed in pytest's
 terminal summary (tests/conftest.py) as "property-based test cases: N" (2261 when all pass; a failing test adds
@@ -20,6 +23,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import math
 import os
 import shutil
 import tarfile
@@ -338,8 +342,28 @@ def world(tmp_path_factory):
     scores = write_scores_file(root / "scores.npy", uids, rng.random(len(uids)))
     subset = root / "subset.npy"
     write_subset(subset, sort_uids(uids)[::2])
+    assert len(uids) == N_POOL
     return World(root=root, pool=pool, scores=scores, subset=subset, preset=H.write_micro_preset(root / "micro.json"),
-                 uids=uids, cache=root / "cache")
+                 uids=uids, cache=root / "cache", score_values=np.load(scores), clip=_clip_scores(pool),
+                 kept=_kept_by_filters(pool, root / "kept"))
+
+
+def _clip_scores(pool: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    parts = [pq.read_table(f) for f in sorted((pool / "metadata").glob("*.parquet"))]
+    return {arch: np.concatenate([t[f"clip_{arch}_similarity_score"].to_numpy() for t in parts])
+            for arch in ("b32", "l14")}
+
+
+def _kept_by_filters(pool: Path, d: Path) -> dict:
+    """Rows kept by the filters whose outcome rests on text/image rules (the oracle needs only "none or some")."""
+    from baselines.apply import BaselineArgs, run_baseline
+
+    d.mkdir()
+    return {name: run_baseline(BaselineArgs(name=name, metadata_dir=str(pool / "metadata"), num_workers=1,
+                                            save_path=str(d / f"{name}.npy"), allow_empty=True),
+                               log=lambda m: None)["kept"] for name in ("basic_filter", "laion2b")}
 
 
 class World(dict):
@@ -369,9 +393,9 @@ def make_scores(world, d: Path, kind: str, data: bytes) -> Path:
         elif kind == "sidecar_list":
             Path(f"{p}.json").write_text("[1, 2]")
         elif kind == "sidecar_garbage":
-            Path(f"{p}.json").write_bytes(data or b"\xff")
+            Path(f"{p}.json").write_bytes(not_a_json_object(data))
     elif kind == "random":
-        p.write_bytes(data)
+        p.write_bytes(data)  # no bytes hypothesis draws here make a .npy with a header (checked by the oracle)
     elif kind in ("nan", "unsorted"):
         u = np.sort(world["uids"]) if kind == "nan" else world["uids"][::-1]
         s = np.random.default_rng(1).random(len(u)).astype(np.float32)
@@ -388,6 +412,20 @@ def make_scores(world, d: Path, kind: str, data: bytes) -> Path:
     return p
 
 
+def not_a_json_object(data: bytes) -> bytes:
+    """`data`, made sure not to parse as a JSON object (the kind "garbage" must be garbage)."""
+    try:
+        is_object = isinstance(json.loads(data), dict)
+    except ValueError:
+        is_object = False
+    return b"\xff" + data if is_object or not data else data
+
+
+def not_a_raw_subset(data: bytes) -> bytes:
+    """`data`, made sure not to read as a raw u8,u8 memmap (16 bytes a uid): random bytes, never a subset."""
+    return data + b"\0" if len(data) % 16 == 0 else data
+
+
 def make_subset(world, d: Path, kind: str, data: bytes) -> Path:
     p = d / "in" / "subset.npy"
     p.parent.mkdir(exist_ok=True)
@@ -401,7 +439,7 @@ def make_subset(world, d: Path, kind: str, data: bytes) -> Path:
     elif kind == "empty":
         np.save(p, sub[:0])
     elif kind == "random":
-        p.write_bytes(data)
+        p.write_bytes(not_a_raw_subset(data))
     elif kind == "loop":
         os.symlink(p.name, p)
     elif kind == "raw":
@@ -444,8 +482,9 @@ def make_out(d: Path, kind: str, inputs: list[Path], name: str = "out.npy") -> P
 OUT_KINDS = ["fresh", "fresh", "under_file", "existing", "input", "input_sidecar", "input_dir", "loop"]
 
 
-def run_command(test: str, args: list, inputs: list[Path]) -> None:
-    """Run `sfcomp ARGS` in this process; check the outcome and that no byte under `inputs` changed."""
+def run_command(test: str, args: list, inputs: list[Path], refusals: list[str]) -> None:
+    """Run `sfcomp ARGS` in this process; check it ends as predicted (exit 2 with one `error: ` line when
+    `refusals` names a reason, else exit 0) and that no byte under `inputs` changed."""
     from click.testing import CliRunner
 
     from sfcomp.cli import main
@@ -453,11 +492,12 @@ def run_command(test: str, args: list, inputs: list[Path]) -> None:
     before = {str(p): H.tree_digest(p) for p in inputs}
     args = [str(a) for a in args]
     r = CliRunner().invoke(main, args)
-    case = {"args": args}
-    problem = outcome_problem(r)
+    case = {"args": args, "expected": f"exit 2 ({'; '.join(refusals)})" if refusals else "exit 0"}
+    problem = outcome_problem(r, refusals)
     if OUTCOMES:  # exploring: what each case ended with
         with open(OUTCOMES, "a") as f:
-            f.write(json.dumps({"test": test, "args": args, "exit": r.exit_code, "stderr": r.stderr[-300:]}) + "\n")
+            f.write(json.dumps({"test": test, "args": args, "exit": r.exit_code, "refusals": refusals,
+                                "stderr": r.stderr[-300:]}) + "\n")
     changed = [p for p in before if H.tree_digest(Path(p)) != before[p]]
     if changed:
         problem = (problem + "; " if problem else "") + f"input changed: {changed}"
@@ -465,22 +505,46 @@ def run_command(test: str, args: list, inputs: list[Path]) -> None:
         _fail(test, case, problem)
 
 
-def outcome_problem(r) -> str | None:
+def outcome_problem(r, refusals: list[str]) -> str | None:
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         where = traceback.extract_tb(r.exc_info[2])[-1]
         return (f"traceback: {type(r.exception).__name__}: {r.exception} "
                 f"(raised at {where.filename}:{where.lineno})")
-    if r.exit_code == 0:
-        return None
     lines = [line for line in r.stderr.splitlines() if line.strip()]
+    if r.exit_code == 0:
+        return f"exit 0, expected a refusal: {'; '.join(refusals)}" if refusals else None
+    if not refusals:
+        return f"exit {r.exit_code}, expected exit 0: stderr {lines[-3:]}"
     if r.exit_code != 2:
-        return f"exit {r.exit_code}: stderr {lines[-3:]}"
+        return f"exit {r.exit_code}, expected exit 2: stderr {lines[-3:]}"
     if "Traceback (most recent call last)" in r.stderr:
         return f"exit 2 with a traceback: {lines[-1:]}"
     errors = [line for line in lines if line.startswith("error: ")]
     if len(errors) != 1 or lines[-1] != errors[0]:
         return f"exit 2 without exactly one final `error: ` line: {lines[-4:]}"
     return None
+
+
+# ------------------------------------------------------------------------------------------ the oracles' rules
+N_POOL = 120  # the world's pool
+OUT_REFUSED = {"under_file": "output under a file", "existing": "output replaces a file that is not a subset",
+               "input": "output is the input", "input_sidecar": "output is the input's sidecar",
+               "loop": "output is a symlink loop"}  # "fresh" and "input_dir" (beside the input) are fine
+
+
+def fraction_ok(v: float | None) -> bool:
+    return v is not None and math.isfinite(v) and 0 < v <= 1
+
+
+def subset_refusals(kind: str, allow_duplicates: bool, allow_empty: bool) -> list[str]:
+    """What reading a subset of `kind` (make_subset) refuses, before any pool is looked at."""
+    if kind in ("valid", "raw", "foreign"):
+        return []
+    if kind == "duplicates":
+        return [] if allow_duplicates else ["duplicate uids"]
+    if kind == "empty":
+        return [] if allow_empty else ["empty subset"]
+    return [f"subset: {kind}"]
 
 
 # mostly values a user means, some that no one should pass
@@ -499,8 +563,8 @@ sensible = st.sampled_from([True, True, False])
        k=small_ints, random_frac=st.none() | st.none() | floats, seed=seeds,
        field=st.sampled_from([None, None, None, "cosine", "crossfit", "nope", "f0"]),
        mode=st.sampled_from([None, "--streaming", "--in-memory"]), allow_empty=st.booleans())
-def test_export_subset_exits_0_or_2(world, scratch, scores, data, out, rule, frac, k, random_frac, seed, field, mode,
-                                    allow_empty):
+def test_export_subset_outcome_is_predicted(world, scratch, scores, data, out, rule, frac, k, random_frac, seed,
+                                            field, mode, allow_empty):
     CASES["export-subset"] += 1
     with Example(scratch) as d:
         s = make_scores(world, d, scores, data)
@@ -513,32 +577,69 @@ def test_export_subset_exits_0_or_2(world, scratch, scores, data, out, rule, fra
         args += [] if field is None else ["--field", field]
         args += [] if mode is None else [mode]
         args += ["--allow-empty"] if allow_empty else []
-        run_command("export-subset", args, [s, Path(f"{s}.json")])
+        run_command("export-subset", args, [s, Path(f"{s}.json")],
+                    export_refusals(world, scores, out, rule, frac, k, random_frac, field, allow_empty))
+
+
+def export_refusals(world, scores: str, out: str, rule: str | None, frac: float, k: int, random_frac: float | None,
+                    field: str | None, allow_empty: bool) -> list[str]:
+    """export-subset's rules (docs/SUBSETS.md, sfcomp.select.mix_counts) over what the test drew."""
+    why = [] if scores == "valid" else [f"score file: {scores}"]
+    why += [OUT_REFUSED[out]] if out in OUT_REFUSED else []
+    if field in ("nope", "f0"):
+        why.append(f"no score field {field}")
+    values = world["score_values"][field if field in ("cosine", "crossfit") else "cosine"]  # cosine: the default
+    top = 0
+    if rule == "two":
+        why.append("two top rules")
+    elif rule == "--top-frac":
+        top = min(int(N_POOL * frac) + 1, N_POOL) if fraction_ok(frac) else why.append("top fraction not in (0, 1]")
+    elif rule == "--top-k":
+        top = k if 0 <= k <= N_POOL else why.append("top-k not in [0, N]")
+    elif rule == "--threshold":
+        top = int((values >= np.float32(frac)).sum()) if math.isfinite(frac) else why.append("threshold not finite")
+    random_frac = random_frac or None  # 0 is "no random part", as the CLI reads it
+    n_random = 0
+    if random_frac is not None:
+        if fraction_ok(random_frac):
+            n_random = int(N_POOL * random_frac)
+        else:
+            why.append("random fraction not in (0, 1]")
+    if rule is None and random_frac is None:
+        why.append("nothing to select")
+    elif not (top or n_random) and not allow_empty:
+        why.append("empty selection")
+    return why
 
 
 @COMMANDS
 @given(subset=st.sampled_from(["valid"] * 3 + SUBSET_KINDS), data=st.binary(max_size=200),
        pool=st.sampled_from(["pool", "pool", "none", "missing", "file"]), flags=st.sets(
            st.sampled_from(["--allow-duplicates", "--no-shards", "--json", "--allow-empty"])))
-def test_validate_subset_exits_0_or_2(world, scratch, subset, data, pool, flags):
+def test_validate_subset_outcome_is_predicted(world, scratch, subset, data, pool, flags):
     CASES["validate-subset"] += 1
     with Example(scratch) as d:
         s = make_subset(world, d, subset, data)
         args = ["validate-subset", s, *sorted(flags)]
         pools = {"pool": world["pool"], "missing": d / "nopool", "file": s}
         args += [] if pool == "none" else ["--pool", pools[pool]]
-        run_command("validate-subset", args, [d / "in", world["pool"]])
+        why = subset_refusals(subset, "--allow-duplicates" in flags, "--allow-empty" in flags)
+        why += {"missing": ["no such pool"], "file": ["the pool is a file"],
+                "pool": ["uids not in the pool"] if subset == "foreign" else []}.get(pool, [])
+        run_command("validate-subset", args, [d / "in", world["pool"]], why)
 
 
 @COMMANDS
 @given(scores=st.sampled_from(["valid"] * 3 + SCORE_KINDS), data=st.binary(max_size=200),
        out=st.sampled_from(["fresh"] * 3 + OUT_KINDS))
-def test_scores_to_parquet_exits_0_or_2(world, scratch, scores, data, out):
+def test_scores_to_parquet_outcome_is_predicted(world, scratch, scores, data, out):
     CASES["scores-to-parquet"] += 1
     with Example(scratch) as d:
         s = make_scores(world, d, scores, data)
+        why = ([] if scores == "valid" else [f"score file: {scores}"]) + (
+            [OUT_REFUSED[out]] if out in OUT_REFUSED else [])
         run_command("scores-to-parquet", ["scores-to-parquet", s, make_out(d, out, [s], "out.parquet")],
-                    [s, Path(f"{s}.json")])
+                    [s, Path(f"{s}.json")], why)
 
 
 @COMMANDS
@@ -548,7 +649,7 @@ def test_scores_to_parquet_exits_0_or_2(world, scratch, scores, data, out):
                             "unrelated_dir"]),
        shard_size=st.one_of(st.integers(1, 200), st.integers(1, 200), st.integers(-2, 200)),
        flags=st.sets(st.sampled_from(["--overwrite", "--json", "--allow-empty"])))
-def test_reshard_exits_0_or_2(world, scratch, subset, data, source, out, shard_size, flags):
+def test_reshard_outcome_is_predicted(world, scratch, subset, data, source, out, shard_size, flags):
     CASES["reshard"] += 1
     with Example(scratch) as d:
         s = make_subset(world, d, subset, data)
@@ -562,7 +663,12 @@ def test_reshard_exits_0_or_2(world, scratch, subset, data, source, out, shard_s
                 "under_file": d / "afile" / "r", "inputs": d / "in", "subset_file": s, "unrelated_dir": d / "unrelated"}
         args = ["reshard", "-i", sources[source], "-s", s, "-o", outs[out], "--shard-size", shard_size, *sorted(flags)]
         # the user's file in an output folder sfcomp did not make survives, --overwrite or not
-        run_command("reshard", args, [d / "in", d / "unrelated" / "keep.txt"])
+        why = subset_refusals(subset, True, "--allow-empty" in flags)  # upsampling is DataComp's resharder's
+        why += {"missing": ["no such input"], "file": ["the input is a file"]}.get(source, [])
+        why += [] if out == "fresh" else [f"output: {out}"]  # metadata/: the pool's, read beside its shards/
+        why += ["no subset uid is in the pool"] if subset == "foreign" else []
+        why += [] if shard_size >= 1 else ["--shard-size < 1"]
+        run_command("reshard", args, [d / "in", d / "unrelated" / "keep.txt"], why)
 
 
 @COMMANDS
@@ -573,8 +679,8 @@ def test_reshard_exits_0_or_2(world, scratch, subset, data, source, out, shard_s
        workers=st.sampled_from([None, 1, 0, -1]), seed=st.none() | seeds, allow_empty=st.booleans(), sane=sensible)
 @example(name="random", meta="metadata", save="fresh", arch=None, threshold=None, fraction=0.5, workers=1, seed=-1,
          allow_empty=False, sane=True)  # found by this test (hypothesis reaches it at some max_examples only)
-def test_baseline_exits_0_or_2(world, scratch, name, meta, save, arch, threshold, fraction, workers, seed,
-                               allow_empty, sane):
+def test_baseline_outcome_is_predicted(world, scratch, name, meta, save, arch, threshold, fraction, workers, seed,
+                                       allow_empty, sane):
     CASES["baseline"] += 1
     with Example(scratch) as d:
         pool = d / "in" / "pool"
@@ -599,7 +705,41 @@ def test_baseline_exits_0_or_2(world, scratch, name, meta, save, arch, threshold
                        ("--num-workers", 1 if workers is None else workers), ("--seed", seed)]:
             args += [] if v is None else [opt, v]
         args += ["--allow-empty"] if allow_empty else []
-        run_command("baseline", args, [d / "in"])
+        run_command("baseline", args, [d / "in"], baseline_refusals(
+            world, name, meta, save, arch, threshold, fraction, 1 if workers is None else workers, seed, allow_empty))
+
+
+TAKES = {"no_filter": set(), "basic_filter": set(), "laion2b": set(), "clip_score": {"arch", "threshold", "fraction"},
+         "random": {"fraction", "seed"}}  # of the flags the test draws
+
+
+def baseline_refusals(world, name: str, meta: str, save: str, arch, threshold, fraction, workers: int, seed,
+                      allow_empty: bool) -> list[str]:
+    """baseline's rules (baselines/apply.check_args, the options' checks) over what the test drew."""
+    given = {k for k, v in dict(arch=arch, threshold=threshold, fraction=fraction, seed=seed).items() if v is not None}
+    why = [f"{name} does not take --{k}" for k in sorted(given - TAKES[name])]
+    why += [] if meta == "metadata" else [f"--metadata-dir: {meta}"]
+    why += [] if save == "fresh" else [f"--save-path: {save}"]
+    why += [] if workers >= 1 else ["--num-workers < 1"]
+    if threshold is not None and not math.isfinite(threshold):
+        why.append("--threshold not finite")
+    if fraction is not None and not fraction_ok(fraction):
+        why.append("--fraction not in (0, 1]")
+    if seed is not None and seed < 0:
+        why.append("--seed < 0")
+    kept = {"no_filter": N_POOL, **world["kept"]}.get(name)
+    if name == "clip_score":
+        why += [] if arch else ["clip_score needs --arch"]
+        why += [] if (fraction is None) != (threshold is None) else ["clip_score needs one of --fraction, --threshold"]
+        scores = world["clip"][arch or "b32"]
+        kept = int((scores >= np.float32(threshold)).sum()) if threshold is not None and math.isfinite(threshold) \
+            else 1  # a fraction keeps the (int(N f) + 1)-th largest score and those above
+    if name == "random":
+        why += [] if fraction is not None else ["random needs --fraction"]
+        kept = int(N_POOL * fraction) if fraction_ok(fraction) else 0
+    if not why and not kept and not allow_empty:
+        why.append(f"{name} keeps no row")
+    return why
 
 
 @settings(COMMANDS, max_examples=10)
@@ -611,8 +751,8 @@ def test_baseline_exits_0_or_2(world, scratch, name, meta, save, arch, threshold
        threads=st.sampled_from([1, 1, 0, -1]), device=st.sampled_from([None, None, "cpu", "bogus", "cuda"]),
        train_shards=st.sampled_from([None, None, "00000000", "99999999", ",", "abc"]),
        round_index=st.sampled_from([None, None, 0, -1, 7]), seed=seeds, sane=sensible)
-def test_round_exits_0_or_2(world, scratch, workdir, pool, preset, folds, top_frac, random_frac, round0_frac,
-                            snapshots, threads, device, train_shards, round_index, seed, sane):
+def test_round_outcome_is_predicted(world, scratch, workdir, pool, preset, folds, top_frac, random_frac,
+                                    round0_frac, snapshots, threads, device, train_shards, round_index, seed, sane):
     import torch
 
     if sane:  # a run a user means, with one hostile path at most
@@ -641,4 +781,27 @@ def test_round_exits_0_or_2(world, scratch, workdir, pool, preset, folds, top_fr
         args += [] if device is None else ["--device", device]
         args += [] if train_shards is None else ["--train-shards", train_shards]
         args += [] if round_index is None else ["--round", round_index]
-        run_command("round", args, [the_pool, world["preset"]])
+        run_command("round", args, [the_pool, world["preset"]], round_refusals(
+            workdir, pool, preset, folds, top_frac, random_frac, round0_frac, snapshots, threads, device, train_shards,
+            round_index, torch.cuda.is_available()))
+
+
+def round_refusals(workdir: str, pool: str, preset: str, folds: int, top_frac: float, random_frac: float,
+                   round0_frac: float, snapshots: str, threads: int, device: str | None, train_shards: str | None,
+                   round_index: int | None, has_cuda: bool) -> list[str]:
+    """round's rules (sfcomp.loop.LoopConfig.check, the CLI's option types, sfcomp.guard) over what the test drew,
+    for a fresh workdir."""
+    why = [] if workdir == "fresh" else [f"--workdir: {workdir}"]
+    why += [] if pool == "pool" else [f"--pool: {pool}"]
+    why += [] if preset == "micro" else [f"--preset: {preset}"]
+    why += [] if 1 <= folds <= 32 else ["--folds not in [1, 32]"]
+    why += [] if folds != 1 else ["--folds 1 has no crossfit score (the default --score)"]
+    why += [f"--{name} not in (0, 1]" for name, v in (("top-frac", top_frac), ("round0-frac", round0_frac))
+            if not fraction_ok(v)]
+    why += [] if 0 <= random_frac <= 1 else ["--random-frac not in [0, 1]"]
+    why += [] if snapshots in ("", "0.5", "0.5,0.5") else [f"--snapshots {snapshots!r}"]
+    why += [] if threads >= 1 else ["--threads < 1"]
+    why += [] if device in (None, "cpu") or (device == "cuda" and has_cuda) else [f"--device {device}"]
+    why += [] if train_shards in (None, "00000000") else [f"--train-shards {train_shards!r}"]
+    why += [] if round_index in (None, 0) else [f"--round {round_index} on a fresh workdir"]
+    return why
