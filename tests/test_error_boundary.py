@@ -18,6 +18,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -65,6 +66,12 @@ def _raise_kind(kind: str, path: str) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     elif kind == "keyboard":
         raise KeyboardInterrupt
+    elif kind == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        raise AssertionError("SIGTERM did not end the command")
+    elif kind == "sigterm_external":
+        _wait_for_sigterm(Path(path))
     elif kind == "bug_key":
         {}["missing"]
     elif kind == "bug_value":
@@ -84,6 +91,24 @@ def raise_cmd(kind: str, where: str) -> None:
     if kind == "json_no_file":
         _parse(Path(where).read_text())
     _raise_kind(kind, where)
+
+
+def _wait_for_sigterm(d: Path) -> None:
+    """A forked child that SIGTERM must end as before (killed by the signal), then a half-written output."""
+    import multiprocessing as mp
+
+    from sfcomp.atomic import atomic_open
+
+    child = mp.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    (d / "child.pid").write_text(str(child.pid))
+    child.join(60)
+    (d / "child.rc").write_text(str(child.exitcode))
+    with atomic_open(d / "out.npy") as f:
+        f.write(b"half of an output")
+        f.flush()
+        time.sleep(60)
+    raise AssertionError("SIGTERM did not end the command")
 
 
 def _parse(text: str):
@@ -181,6 +206,54 @@ def test_sfcomp_debug_lets_bad_input_through_with_its_traceback(tmp_path):
 def test_keyboard_interrupt_is_one_line_and_exit_130(raising_cli, tmp_path):
     r = raising_cli("keyboard", tmp_path / "x")
     assert (r.exit_code, r.stderr) == (130, "interrupted\n"), (r.exit_code, r.stderr, r.exception)
+
+
+def test_sigterm_is_one_line_and_exit_143_and_the_handler_is_restored(raising_cli, tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    r = raising_cli("sigterm", tmp_path / "x")
+    assert (r.exit_code, r.stderr) == (143, "terminated\n"), (r.exit_code, r.stderr, r.exception)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_under_torchrun_sigterm_keeps_its_default(raising_cli, tmp_path, monkeypatch):
+    # torchrun's SIGTERM, then SIGKILL after a grace period, stops a job's workers: one blocked in a collective
+    # would run a Python handler only then
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    seen = []
+    monkeypatch.setattr(signal, "signal", lambda *a: seen.append(a))
+    assert raising_cli("logging", tmp_path / "x").exit_code == 0
+    assert seen == []
+
+
+def _wait(path: Path, proc) -> None:
+    for _ in range(600):
+        if path.exists() and path.read_text() or proc.poll() is not None:
+            return
+        time.sleep(0.1)
+
+
+def test_sigterm_from_outside_removes_the_temp_file_and_spares_forked_workers(tmp_path):
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from sfcomp import cli as C; "
+            "C.COMMANDS['_raise'] = ('test_error_boundary:raise_cmd', 'test only'); "
+            "C.main(['_raise', 'sigterm_external', sys.argv[2]])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ROOT / "tests"), str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(tmp_path / "child.pid", proc)
+        os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGTERM)
+        _wait(tmp_path / "child.rc", proc)
+        assert (tmp_path / "child.rc").read_text() == str(-signal.SIGTERM)  # killed by it, not our one line
+        for _ in range(600):
+            if list(tmp_path.glob(".tmp-out.npy.*")) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert list(tmp_path.glob(".tmp-out.npy.*")), "the output was never begun"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, err) == (143, "terminated\n"), (proc.returncode, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child.pid", "child.rc"]  # no temp file, no output
 
 
 def test_a_command_leaves_the_logger_levels_as_it_found_them(raising_cli, tmp_path):

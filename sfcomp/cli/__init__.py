@@ -4,16 +4,22 @@ Each entry maps a command name to ("module:function", short help). Logic lives i
 
 `LazyGroup.invoke` is the one error boundary: bad input (BadInputError, and whatever a reader lets out for a broken
 or unreadable file: OSError, decode, JSON, numpy/arrow/zip/tar format errors; disk full on a write) becomes one line
-`error: FILE: problem` and exit 2 (sfcomp.errors.error_line); Ctrl-C is `interrupted`, exit 130; anything else is a
-bug and keeps its traceback. SFCOMP_DEBUG=1 shows the traceback of every error.
+`error: FILE: problem` and exit 2 (sfcomp.errors.error_line); Ctrl-C is `interrupted`, exit 130; SIGTERM (a
+scheduler's stop, `kill`) is `terminated`, exit 143, after the same clean-up (temp files removed, as for Ctrl-C;
+not under torchrun, which manages its workers; a killed run resumes either way); anything else is a bug and keeps
+its traceback.
+SFCOMP_DEBUG=1 shows the traceback of every error.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -79,6 +85,36 @@ def _usage_error(e: click.UsageError) -> None:
     sys.exit(2)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the process that ran the command. A BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` swallows it and the writers' clean-up (`except BaseException`, `finally`) runs."""
+
+
+def _on_sigterm(pid: int):
+    def handler(signum, frame):
+        if os.getpid() != pid:  # a forked worker (DataLoader, multiprocessing) ends as it did before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+    return handler
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    # torchrun stops a job's other workers with SIGTERM, then SIGKILL after a grace period: a worker blocked in a
+    # collective would run a Python handler only after it, so under torchrun SIGTERM keeps its default (kills
+    # at once; the job resumes from its workdir). Signal handlers live in the main thread only.
+    if "TORCHELASTIC_RUN_ID" in os.environ or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 class LazyGroup(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
         try:  # the group's own options (`sfcomp --bogus`) are parsed here, outside invoke
@@ -113,7 +149,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         levels = _logger_levels()
         try:
-            return super().invoke(ctx)
+            with _sigterm_raises():
+                return super().invoke(ctx)
         except click.UsageError as e:
             if _debug():
                 raise
@@ -123,6 +160,11 @@ class LazyGroup(click.Group):
                 raise
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Terminated:
+            if _debug():
+                raise
+            click.echo("terminated", err=True)
+            sys.exit(128 + signal.SIGTERM)
         except Exception as e:  # sorted below: input problems become one line, the rest re-raise
             try:
                 line = error_line(e)
