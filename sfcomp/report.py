@@ -85,7 +85,7 @@ def write_round_report(rdir: Path, k: int, uids: np.ndarray, fields: dict[str, n
     `uids` are the score file's (sorted) uids; `truth`, when given, is row-aligned with them. `compute`: the
     round's FLOPs, the run's so far and the cost ratio to the final training (`sfcomp.loop.Loop._accounting`).
     `stopping` (--stop heldout): per model, the steps taken, the cap, why training stopped and the held-out loss
-    curve (`sfcomp.loop.HeldOutStopping`).
+    curve (`sfcomp.stopping.HeldOutStopping`).
     """
     n = len(uids)
     in_next = U.isin_sorted(uids, next_mix)

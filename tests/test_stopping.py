@@ -1,5 +1,5 @@
 """`--stop heldout`: each fold model trains at most the preset's (or --steps) steps and stops when its contrastive
-loss on a fixed sample of its held-out fold stops improving (sfcomp.loop.HeldOutStopping). The decision rule is
+loss on a fixed sample of its held-out fold stops improving (sfcomp.stopping.HeldOutStopping). The decision rule is
 tested as a pure function on hand-made curves; the rest drives `sfcomp round` on a 120-sample pool with the
 micro preset, a cap of 40 steps and an evaluation every 5 steps.
 """
@@ -349,7 +349,7 @@ def test_stop_ema_is_checked_and_absent_by_default():
 def test_ema_update_is_the_decayed_average_and_starts_at_the_weights():
     import torch
 
-    from sfcomp.loop import HeldOutStopping
+    from sfcomp.stopping import HeldOutStopping
 
     rule = object.__new__(HeldOutStopping)  # update_ema reads only these two
     rule.ema, rule.ema_decay = None, 0.75
