@@ -4,6 +4,7 @@ no byte of its inputs.
 - Readers (subset, score file, sidecar, metadata parquet, npz, shard tar): random bytes and random structures
   (valid files then truncated, extended or with a byte flipped; random dtypes, shapes, JSON, columns, tar
   members). Each reader returns (iterators are drained) or raises BadInputError, nothing else.
+- Valid files (any sorted unique subset, .npy or raw; any score file write_scores accepts): read back exactly.
 - Commands (export-subset, validate-subset, scores-to-parquet, reshard, baseline, round --steps 1) through the
   real CLI group in this process (click's CliRunner, standalone mode like `sfcomp`): random argument values and
   random choices of good, broken and hostile input/output paths. Each test predicts, from what it drew, the one
@@ -13,7 +14,7 @@ no byte of its inputs.
   input path changed.
 
 Deterministic (`derandomize=True`, no example database). The number of cases run is printed in pytest's
-terminal summary (tests/conftest.py) as "property-based test cases: N" (2261 when all pass; a failing test adds
+terminal summary (tests/conftest.py) as "property-based test cases: N" (2477 when all pass; a failing test adds
 hypothesis' shrinking replays). Exploring: SFCOMP_PROPERTY_LOG=FILE
 records every failing case there as JSON lines instead of stopping at the first; SFCOMP_PROPERTY_OUTCOMES=FILE
 records every command case's exit code and stderr.
@@ -181,6 +182,62 @@ def test_score_file_readers_return_or_refuse(scratch, data, side, mmap):
         _expect_bad_input_only("score_info", case, score_info, p)
         _expect_bad_input_only("read_scores", case, read_scores, p, mmap=mmap)
         _expect_bad_input_only("iter_score_chunks", case, iter_score_chunks, p, rows=7)
+
+
+uid_pairs = st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)), unique=True, max_size=40)
+
+
+@settings(READERS, max_examples=100)
+@given(pairs=uid_pairs, raw=st.booleans(), mmap=st.booleans())
+def test_a_valid_subset_reads_back_exactly(scratch, pairs, raw, mmap):
+    """The other side of the readers' property: every sorted, unique u8,u8 subset, as .npy or raw, is accepted
+    and read back as written."""
+    from hypothesis import assume
+
+    from sfcomp.uids import check_subset, looks_like_hex_text, read_subset, sort_uids, write_subset
+
+    CASES["valid_subset"] += 1
+    want = sort_uids(np.array(pairs, dtype=UID_DTYPE))
+    with Example(scratch) as d:
+        p = d / "subset.npy"
+        if raw:
+            want.tofile(p)
+            # documented limit: a raw file whose first bytes all spell 32-char hex words is refused as hex text
+            assume(not looks_like_hex_text(p.read_bytes()[:4096]))
+        else:
+            write_subset(p, np.array(pairs, dtype=UID_DTYPE))
+        got = read_subset(p, mmap=mmap)
+        check_subset(p, got)
+        assert np.array_equal(np.asarray(got), want) and got.dtype == UID_DTYPE
+
+
+finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+@settings(READERS, max_examples=100)
+@given(pairs=uid_pairs.filter(len), fields=st.lists(st.sampled_from(["cosine", "crossfit", "b32_x"]), min_size=1,
+                                                    max_size=3, unique=True), data=st.data(), mmap=st.booleans())
+def test_a_valid_score_file_reads_back_exactly(scratch, pairs, fields, data, mmap):
+    """Every score file write_scores accepts is read back, by every reader, as written (sorted by uid)."""
+    from sfcomp.scorefile import iter_score_chunks, read_scores, score_info
+    from sfcomp.uids import uid_order
+
+    CASES["valid_score_file"] += 1
+    uids = np.array(pairs, dtype=UID_DTYPE)
+    values = {f: np.array(data.draw(st.lists(finite32, min_size=len(uids), max_size=len(uids))), np.float32)
+              for f in fields}
+    order = uid_order(uids["f0"], uids["f1"])
+    with Example(scratch) as d:
+        p = d / "s.npy"
+        write_scores(p, uids, values, meta={"pool": "test"})
+        info = score_info(p)
+        assert (info["n"], info["fields"], info["default"]) == (len(uids), fields, fields[0])
+        arr = read_scores(p, mmap=mmap)
+        chunks = np.concatenate(list(iter_score_chunks(p, rows=7)))
+        for got in (arr, chunks):
+            assert np.array_equal(got["f0"], uids["f0"][order]) and np.array_equal(got["f1"], uids["f1"][order])
+            for f in fields:  # -0.0 is stored as 0.0: equal as numbers
+                assert np.array_equal(got[f], values[f][order])
 
 
 COLUMN_NAMES = ["uid", "url", "text", "status", "clip_b32_similarity_score", "original_width", "key"]
