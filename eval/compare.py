@@ -18,7 +18,7 @@ import numpy as np
 
 from sfcomp.atomic import atomic_open
 from sfcomp.errors import BadInputError
-from sfcomp.guard import check_outputs
+from sfcomp.guard import check_outputs, check_replaceable
 
 from .evaluate import read_results
 
@@ -63,6 +63,7 @@ def load_run(path: str | os.PathLike) -> Run:
             raise BadInputError(folder / "run.json", f"not JSON ({e})") from None
         if not isinstance(info, dict):
             raise BadInputError(folder / "run.json", f"not a JSON object ({type(info).__name__})")
+        check_run_info(folder / "run.json", info)
     metrics = {r["dataset"]: r["metrics"].get("main_metric") for r in rows}
     vals = [v for v in metrics.values() if v is not None]
     codes = {r.get("eval_code") for r in rows}
@@ -70,6 +71,24 @@ def load_run(path: str | os.PathLike) -> Run:
                clean_precision=info.get("clean_precision"), samples_seen=info.get("samples_seen"),
                metrics=metrics, average=float(np.mean(vals)) if vals else None,
                eval_code=codes.pop() if len(codes) == 1 else "mixed", path=str(folder))
+
+
+# run.json keys compare reads: what each may hold (null or absent: unknown)
+_RUN_KEYS = {
+    "method": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
+    "seed": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "subset_size": ("an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "samples_seen": ("an integer > 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "clean_precision": ("a number in [0, 1]", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and 0 <= v <= 1),
+}
+
+
+def check_run_info(path: Path, info: dict) -> None:
+    for key, (want, ok) in _RUN_KEYS.items():
+        v = info.get(key)
+        if v is not None and not ok(v):
+            raise BadInputError(path, f"{key} is {v!r}, expected {want} (or null)")
 
 
 def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -85,6 +104,12 @@ def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
             out.extend(found)
         else:
             raise BadInputError(p, "does not exist")
+    seen: dict[str, Path] = {}
+    for p in out:  # one run given twice would count as two seeds
+        key = os.path.realpath(p)
+        if key in seen:
+            raise BadInputError(p, f"the same run as {seen[key]}, given twice (it would count as two seeds)")
+        seen[key] = p
     return out
 
 
@@ -252,16 +277,45 @@ def plot(rows: Sequence[MethodRow], path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def _looks_like_table(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(9) == b"| method "
+
+
+def _looks_like_png(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == PNG_MAGIC
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 def compare(paths: Sequence[str | os.PathLike], out_md: str | os.PathLike | None = None,
-            out_png: str | os.PathLike | None = None, order: Sequence[str] | None = None) -> str:
-    """Load runs, group by method (optionally in `order`), write the markdown table / PNG; return the table."""
+            out_png: str | os.PathLike | None = None, order: Sequence[str] | None = None,
+            strict_order: bool = False) -> str:
+    """Load runs, group by method (optionally in `order`), write the markdown table / PNG; return the table.
+
+    An output may replace an earlier table / plot, never another file. `strict_order`: a method named in `order`
+    that no run has is an error (the CLI's `--order`; a bench lists every arm it may have skipped)."""
     found = expand_paths(paths)
     read = [f for p in found for f in ((p, p.parent / "run.json") if p.is_file()
                                         else (p / "eval_results.jsonl", p / "run.json"))]
     check_outputs([out_md], read, what="--md")
     check_outputs([out_png], read, what="--png")
+    if out_md and out_png and os.path.realpath(out_md) == os.path.realpath(out_png):
+        raise BadInputError(out_png, "--md and --png name the same file")
+    if out_md:
+        check_replaceable(out_md, what="--md", kind="markdown table written by compare", looks_like=_looks_like_table,
+                          has_sidecar=False)
+    if out_png:
+        check_replaceable(out_png, what="--png", kind="PNG", looks_like=_looks_like_png, has_sidecar=False)
     runs = [load_run(p) for p in found]
     rows = group(runs)
+    if order and strict_order:
+        unknown = [m for m in order if m not in {r.method for r in rows}]
+        if unknown:
+            raise BadInputError(None, f"--order names {unknown[0]!r}, which no run has (methods: "
+                                      f"{', '.join(r.method for r in rows)})")
     if order:
         rank = {m: i for i, m in enumerate(order)}
         rows.sort(key=lambda r: rank.get(r.method, len(rank)))

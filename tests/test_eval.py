@@ -494,6 +494,13 @@ def test_table_notes_unequal_samples_seen_but_exempts_the_equal_compute_arm():
     ('{"key": "x", "metrics": {"main_metric": 0.5}}', None, "line 1: no 'dataset' string"),
     ('{"key": "x", "dataset": "x", "metrics": 0.5}', None, "line 1: no 'metrics' object"),
     ('{"key": "x", "dataset": "x", "metrics": {"main_metric": 0.5}}', "[1]", "not a JSON object (list)"),
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": 0.5}}', '{"method": 5}',
+     "method is 5, expected a non-empty string (or null)"),
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": 0.5}}', '{"seed": "a"}', "seed is 'a', expected an integer"),
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": 0.5}}', '{"clean_precision": 1.5}',
+     "clean_precision is 1.5, expected a number in [0, 1]"),
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": 0.5}}', '{"subset_size": -1}', "subset_size is -1"),
+    ('{"key": "x", "dataset": "x", "metrics": {"main_metric": 0.5}}', '{"samples_seen": true}', "samples_seen is True"),
 ])
 def test_compare_refuses_malformed_results_in_one_line(tmp_path, results, run_json, problem):
     import _e_harness as H
@@ -507,6 +514,40 @@ def test_compare_refuses_malformed_results_in_one_line(tmp_path, results, run_js
         bad = run / "run.json"
     H.assert_one_line_error(H.cli("compare", tmp_path / "m", "--md", tmp_path / "t.md"), bad, problem)
     assert not (tmp_path / "t.md").exists()
+
+
+def _two_runs(tmp_path: Path) -> list[Path]:
+    runs = []
+    for name, v in (("a", 0.5), ("b", 0.6)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval_results.jsonl").write_text(json.dumps(
+            {"key": "x", "dataset": "x", "metrics": {"main_metric": v}}) + "\n")
+        runs.append(tmp_path / name)
+    return runs
+
+
+@pytest.mark.parametrize("args, bad, problem", [
+    (["--md", "notes.md"], "notes.md", "--md names an existing file that is not a markdown table written by compare"),
+    (["--png", "notes.md"], "notes.md", "--png names an existing file that is not a PNG"),
+    (["--md", "t.out", "--png", "t.out"], "t.out", "--md and --png name the same file"),
+    (["--order", "a,nope"], None, "--order names 'nope', which no run has (methods: a, b)"),
+    (["a"], "a", "the same run as a, given twice (it would count as two seeds)"),
+    (["."], "a", "the same run as a, given twice"),  # the folder holds a again
+])
+def test_compare_refuses_outputs_it_did_not_write_and_runs_given_twice(tmp_path, monkeypatch, args, bad, problem):
+    import _e_harness as H
+
+    _two_runs(tmp_path)
+    (tmp_path / "notes.md").write_text("my notes\n")
+    monkeypatch.chdir(tmp_path)
+    H.assert_one_line_error(H.cli("compare", "a", "b", *args), bad, problem)
+    assert (tmp_path / "notes.md").read_text() == "my notes\n" and not (tmp_path / "t.out").exists()
+
+
+def test_compare_replaces_its_own_table_and_plot(tmp_path):
+    runs = _two_runs(tmp_path)
+    md = compare(runs, tmp_path / "t.md", tmp_path / "t.png")
+    assert compare(runs, tmp_path / "t.md", tmp_path / "t.png") == md == (tmp_path / "t.md").read_text()
 
 
 def _saved_checkpoint(path: Path) -> Path:

@@ -107,4 +107,4 @@ def compare(results, out_md, out_png, order):
     """Table (markdown) and plot (PNG) of methods side by side from run folders; seeds as mean +- std."""
     from sfcomp.eval.compare import compare as run
 
-    click.echo(run(results, out_md, out_png, order=order.split(",") if order else None), nl=False)
+    click.echo(run(results, out_md, out_png, order=order.split(",") if order else None, strict_order=True), nl=False)
