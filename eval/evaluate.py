@@ -387,6 +387,11 @@ def evaluate(checkpoint: str | os.PathLike, model_name: str, eval_dir: str | os.
              device: str | None = None, cache_dir: str | os.PathLike | None = None, log=print) -> dict:
     """Evaluate on every task of `eval_dir`; append to OUT/eval_results.jsonl; write OUT/eval_summary.json.
     `cache_dir`: keep preprocessed eval images there for later evaluations (see _batches)."""
+    from sfcomp.distributed import check_device
+
+    check_device(device)
+    if batch_size < 1:
+        raise BadInputError(None, f"--batch-size must be >= 1, got {batch_size}")
     found, notes = find_tasks(eval_dir, tasks)
     out = Path(out_dir)
     results_path = out / "eval_results.jsonl"

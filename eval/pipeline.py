@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sfcomp.atomic import write_json
 from sfcomp.errors import BadInputError
-from sfcomp.guard import check_outputs, is_url, pool_inputs, with_sidecars
+from sfcomp.guard import check_outputs, is_url, overlap, pool_inputs, with_sidecars
 
 
 def clean_precision(subset_file: str | os.PathLike, truth_file: str | os.PathLike) -> float | None:
@@ -29,6 +29,10 @@ def _check_train_eval_outputs(out: Path, eval_dir, subset, pool, data, reshard_d
     inputs = [eval_dir, *with_sidecars([subset]), data, truth]
     if pool is not None and not is_url(pool):
         inputs += pool_inputs(pool)
+        how = overlap(out, pool)
+        if how in ("is", "contains"):  # as for a loop's workdir: the run's files would mix with the pool's
+            raise BadInputError(out, f"--out {how} the pool folder {os.fspath(pool)}; choose a run folder "
+                                     "outside it")
     check_outputs([out / "run.json", out / "eval_results.jsonl", out / "eval_summary.json"], inputs, what="--out")
     check_outputs([out / "train"], inputs, what="--out", kind="dir")
     if data is None:
@@ -45,14 +49,15 @@ def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str 
                precision: str | None = None, tasks: Sequence[str] | None = None, truth: str | None = None,
                eval_cache: str | os.PathLike | None = None, log=print) -> dict:
     """Reshard `subset` from `pool` (or use resharded `data`), train at `scale`, evaluate on `eval_dir`."""
-    from .evaluate import evaluate
+    from .evaluate import evaluate, find_tasks
     from .reshard import reshard
-    from .scales import get_scale
+    from .scales import check_train_settings
     from .train import train
 
     out = Path(out)
+    cfg = check_train_settings(scale, seed, samples_seen, precision, nproc, shard_size)
     _check_train_eval_outputs(out, eval_dir, subset, pool, data, reshard_dir, truth, eval_cache)
-    cfg = get_scale(scale)
+    find_tasks(eval_dir, tasks)  # a missing eval folder or task is refused now, not after the training
     reshard_meta = None
     if data is None:
         if subset is None or pool is None:

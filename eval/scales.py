@@ -48,3 +48,30 @@ def register_models() -> None:
 
     if not set(p.stem for p in MODEL_CONFIG_DIR.glob("*.json")) <= set(open_clip.list_models()):
         open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+# open_clip_train's --precision choices (open_clip_train/params.py; tests/test_eval.py checks them against it)
+PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16", "fp32")
+SEED_MAX = 2**32 - 1  # open_clip_train seeds numpy with it
+
+
+def check_train_settings(scale: str, seed: int = 0, samples_seen: int | None = None, precision: str | None = None,
+                         nproc: int = 1, shard_size: int | None = None) -> dict:
+    """The training arguments, checked before any reshard or training (pure: no torch, no file). Returns the
+    scale's config."""
+    cfg = get_scale(scale)
+    if not 0 <= seed <= SEED_MAX:
+        raise BadInputError(None, f"--seed must be between 0 and {SEED_MAX}, got {seed}")
+    if precision is not None and precision not in PRECISIONS:
+        raise BadInputError(None, f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if nproc < 1:
+        raise BadInputError(None, f"--nproc must be >= 1, got {nproc}")
+    if shard_size is not None and shard_size < 1:
+        raise BadInputError(None, f"--shard-size must be >= 1, got {shard_size}")
+    if samples_seen is not None:
+        least = int(cfg["num_checkpoints"]) * int(cfg["batch_size"])  # one step in each of the scale's epochs
+        if samples_seen < least:
+            raise BadInputError(None, f"--samples-seen {samples_seen} is less than one batch in each checkpoint "
+                                      f"epoch of scale {scale} ({cfg['num_checkpoints']} x {cfg['batch_size']} = "
+                                      f"{least})")
+    return cfg

@@ -24,7 +24,7 @@ from sfcomp.errors import BadInputError
 
 from .reshard import shard_pattern
 from .sample_shuffle import seeded_sample_shuffle
-from .scales import get_scale, register_models
+from .scales import check_train_settings, register_models
 
 
 def world_info_from_env() -> tuple[int, int, int]:
@@ -110,7 +110,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, scale: str = "tiny", 
     import torch
 
     out = Path(out)
-    cfg = get_scale(scale)
+    cfg = check_train_settings(scale, seed, samples_seen, precision)
     if samples_seen is not None:
         # keep the schedule's shape: warmup shrinks (or grows) with samples seen, as a share of training
         ratio = int(samples_seen) / cfg["train_num_samples"]

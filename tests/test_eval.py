@@ -337,6 +337,64 @@ def test_train_eval_through_open_clip_train_then_compare(pool, tmp_path):
     assert (tmp_path / "t.md").read_text() == md
 
 
+@pytest.mark.parametrize("args, bad, problem", [
+    (["--samples-seen", "0"], None, "--samples-seen 0 is less than one batch in each checkpoint epoch of scale tiny"),
+    (["--samples-seen", "-5"], None, "--samples-seen -5 is less than one batch"),
+    (["--shard-size", "0"], None, "--shard-size must be >= 1, got 0"),
+    (["--nproc", "0"], None, "--nproc must be >= 1, got 0"),
+    (["--precision", "bogus"], None, "--precision must be one of amp, amp_bf16"),
+    (["--seed", "-1"], None, "--seed must be between 0 and 4294967295, got -1"),
+    (["--task", "nope"], "EVAL", "no eval task 'nope' here"),
+    (["--eval", "NOPE"], "NOPE", "eval folder does not exist"),
+    (["--out", "POOL"], "POOL", "--out is the pool folder"),
+    (["--out", "."], ".", "--out contains the pool folder"),
+])
+def test_train_eval_refuses_bad_arguments_before_any_work(pool, tmp_path, monkeypatch, args, bad, problem):
+    """Before 2026-12-04: tracebacks (ZeroDivisionError, numpy's seed ValueError), open_clip's argparse usage
+    after the reshard, or a whole training before the eval folder was found missing; the pool folder as --out."""
+    import _e_harness as H
+
+    root, info = pool
+    (tmp_path / "eval").mkdir()
+    U.write_subset(tmp_path / "s.npy", U.hex_to_uids(sorted(info["present"])[:50]))
+    names = {"EVAL": tmp_path / "eval", "NOPE": tmp_path / "nope", "POOL": root, ".": root.parent}
+    args = [str(names.get(a, a)) for a in args]
+    base = {"--subset": tmp_path / "s.npy", "--pool": root, "--eval": tmp_path / "eval", "--out": tmp_path / "run"}
+    for opt, v in base.items():
+        if opt not in args:
+            args += [opt, str(v)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    H.assert_one_line_error(H.cli("train-eval", *args), None if bad is None else names[bad], problem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no reshard begun
+    assert sorted(p.name for p in root.iterdir()) == ["metadata", "shards", "truth.parquet"]
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--device", "bogus"], "error: --device 'bogus' is not a torch device"),
+    (["--batch-size", "0"], "error: Invalid value for '--batch-size': 0 is not in the range x>=1"),
+])
+def test_evaluate_refuses_a_bad_device_or_batch_size_in_one_line(tmp_path, args, problem):
+    import _e_harness as H
+
+    (tmp_path / "eval").mkdir()
+    _saved_checkpoint(tmp_path / "c.pt")
+    code, _, err = H.cli("evaluate", "--checkpoint", tmp_path / "c.pt", "--model", "ViT-B-32", "--eval",
+                         tmp_path / "eval", "--out", tmp_path / "out", *args)
+    assert (code, len(err.strip().splitlines())) == (2, 1) and err.startswith(problem), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_precisions_are_open_clip_trains_own():
+    from open_clip_train.params import parse_args
+
+    from sfcomp.eval.scales import PRECISIONS
+
+    for p in PRECISIONS:
+        assert parse_args(["--precision", p]).precision == p
+    with pytest.raises(SystemExit):
+        parse_args(["--precision", "bogus"])
+
+
 def test_train_refuses_a_folder_holding_another_run(pool, tmp_path):
     from sfcomp.eval.train import train
 

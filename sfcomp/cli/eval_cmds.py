@@ -67,7 +67,7 @@ def train_eval(subset, pool, data, reshard_dir, eval_dir, out, method, scale, se
 @click.option("--eval", "eval_dir", required=True, help="Eval folder: DataComp's download or wds task folders.")
 @click.option("--out", required=True, type=PathParam(), help="Writes eval_results.jsonl here.")
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable).")
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, None))
 @click.option("--device", default=None)
 @click.option("--cache-dir", default=None, type=PathParam(),
               help="Keep preprocessed eval images here and reuse them.")
