@@ -83,6 +83,10 @@ class PoolBuilder:
             size = self.source.default_size
         if size < 1:
             raise SfcompError(f"--size must be positive, got {size}")
+        for flag, v, low in (("--seed", seed, 0), ("--image-size", image_size, 1),
+                             ("--samples-per-shard", samples_per_shard, 1), ("--ref-steps", ref_steps, 1)):
+            if v is not None and v < low:
+                raise BadInputError(None, f"{flag} must be >= {low}, got {v}")
         self.profile = get_profile(noise_mix)
         if not self.source.simulate_web and noise == 0:  # exact duplicates only as asked-for noise
             self.profile = dict(self.profile, duplicate_frac=0.0)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import _e_harness as H
+from sfcomp.errors import BadInputError
 from sfcomp.sources import SOURCES, Items, Source, get_source
 
 # DataComp's metadata columns, in order (shared/docs/datacomp-reference.md), written out rather than imported.
@@ -142,6 +143,21 @@ def test_unknown_source_is_one_line_and_creates_nothing(tmp_path):
 def test_unloadable_module_attr_source_is_one_line(tmp_path):
     r = H.cli("make-pool", "--source", "no_such_module_xyz:Thing", "--out", tmp_path / "p")
     H.assert_one_line_error(r, None, "--source no_such_module_xyz:Thing", "cannot load it")
+
+
+@pytest.mark.parametrize("flag, value, low", [("--image-size", 0, 1), ("--samples-per-shard", 0, 1),
+                                               ("--ref-steps", 0, 1), ("--seed", -1, 0)])
+def test_a_count_below_its_least_is_refused_before_anything_is_made(tmp_path, flag, value, low):
+    """Before 2026-12-04: --seed -1 was numpy's traceback; 0 image size / samples per shard went on to
+    img2dataset; --ref-steps 0 trained no reference CLIP and wrote its scores."""
+    from sfcomp.makepool import PoolBuilder
+
+    r = H.cli("make-pool", "--out", tmp_path / "p", flag, value)
+    H.assert_one_line_error(r, None, f"Invalid value for '{flag}': {value} is not in the range x>={low}")
+    kw = {flag.lstrip("-").replace("-", "_"): value}
+    with pytest.raises(BadInputError, match=f"{flag} must be >= {low}, got {value}"):
+        PoolBuilder(tmp_path / "p", source="test_sources:ToySource", **kw)  # the library checks them too
+    assert not (tmp_path / "p").exists()
 
 
 # ---- items of any size, with their own texts and no labels ---------------------------------------------------

@@ -12,13 +12,15 @@ from .paths import IO_THREADS, PathParam, per_core
 @click.command("download")
 @click.argument("url_list", type=PathParam(exists=True))
 @click.option("--out", "output_dir", required=True, type=PathParam(), help="Shard folder (POOL/shards).")
-@click.option("--image-size", default=512, show_default=True, help="Longest side after resize (DataComp: 512).")
+@click.option("--image-size", default=512, show_default=True, type=click.IntRange(1, None),
+              help="Longest side after resize (DataComp: 512).")
 @click.option("--processes", default=2, show_default=True, type=per_core())
 @click.option("--threads", default=32, show_default=True, type=IO_THREADS,
               help="Download threads per process.")
-@click.option("--samples-per-shard", default=10000, show_default=True, help="Input rows per shard (DataComp: 10000).")
-@click.option("--timeout", default=10, show_default=True, help="Seconds per request.")
-@click.option("--retries", default=0, show_default=True)
+@click.option("--samples-per-shard", default=10000, show_default=True, type=click.IntRange(1, None),
+              help="Input rows per shard (DataComp: 10000).")
+@click.option("--timeout", default=10, show_default=True, type=click.IntRange(1, None), help="Seconds per request.")
+@click.option("--retries", default=0, show_default=True, type=click.IntRange(0, None))
 def download(url_list, output_dir, image_size, processes, threads, samples_per_shard, timeout, retries):
     """Download URL_LIST (a parquet, or a folder of them, with url/text/uid columns) into webdataset shards.
 
@@ -46,14 +48,16 @@ def download(url_list, output_dir, image_size, processes, threads, samples_per_s
               help="Share of samples with an injected noisy caption. Default: 0.5; --source folder: 0.")
 @click.option("--noise-mix", default="default", show_default=True,
               help="Noise profile: default, misaligned, junk, memorizable, neardup (sfcomp/sources/noise_profiles.json).")
-@click.option("--seed", default=0, show_default=True, help="Same seed, same pool.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, None), help="Same seed, same pool.")
 @click.option("--direct", is_flag=True, help="Skip HTTP: feed the files to img2dataset's code directly (same layout).")
-@click.option("--image-size", default=64, show_default=True, help="Shard image size (DataComp uses 512).")
-@click.option("--samples-per-shard", default=10000, show_default=True)
+@click.option("--image-size", default=64, show_default=True, type=click.IntRange(1, None),
+              help="Shard image size (DataComp uses 512).")
+@click.option("--samples-per-shard", default=10000, show_default=True, type=click.IntRange(1, None))
 @click.option("--processes", default=2, show_default=True, type=per_core(), help="img2dataset processes.")
 @click.option("--threads", default=32, show_default=True, type=IO_THREADS,
               help="img2dataset threads per process.")
-@click.option("--ref-steps", default=None, type=int, help="Training steps of the reference CLIPs (preset default).")
+@click.option("--ref-steps", default=None, type=click.IntRange(1, None),
+              help="Training steps of the reference CLIPs (preset default).")
 @click.option("--quiet", is_flag=True)
 def make_pool(source, out, images, captions, size, noise, noise_mix, seed, direct, image_size, samples_per_shard,
               processes, threads, ref_steps, quiet):
