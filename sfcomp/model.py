@@ -40,6 +40,57 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+PRECISIONS = ("fp32", "amp_bf16")  # amp_bf16: bf16 autocast on CUDA (fp32 elsewhere)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+# key -> (what it must be, test); None where the preset may leave a key null
+_VALUE_RULES: dict[str, tuple[str, Any]] = {
+    "name": ("a string", lambda v: isinstance(v, str)),
+    "model_cfg": ("an object (open_clip's CLIP config)", lambda v: isinstance(v, dict)),
+    "image_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "context_length": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "batch_size": ("an integer >= 2 (a contrastive batch)", lambda v: _is_int(v) and v >= 2),
+    "lr": ("a number > 0", lambda v: _is_num(v) and v > 0),
+    "wd": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
+    "warmup": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "steps": ("an integer >= 1 or null", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "epochs": ("a number > 0 or null", lambda v: v is None or (_is_num(v) and v > 0)),
+    "beta1": ("a number in [0, 1)", lambda v: _is_num(v) and 0 <= v < 1),
+    "beta2": ("a number in [0, 1)", lambda v: _is_num(v) and 0 <= v < 1),
+    "eps": ("a number > 0", lambda v: _is_num(v) and v > 0),
+    "grad_clip": ("a number > 0 or null", lambda v: v is None or (_is_num(v) and v > 0)),
+    "precision": (" or ".join(PRECISIONS), lambda v: v in PRECISIONS),
+    "cache": ("true or false", lambda v: isinstance(v, bool)),
+    "mean": ("a list of 3 numbers", lambda v: isinstance(v, list) and len(v) == 3 and all(map(_is_num, v))),
+    "std": ("a list of 3 numbers > 0", lambda v: isinstance(v, list) and len(v) == 3
+            and all(_is_num(x) and x > 0 for x in v)),
+    "score_batch_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "num_workers": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+}
+
+
+def check_preset_values(preset: dict, source: str | os.PathLike | None) -> None:
+    """Each known key's value (types and ranges), so that a typo in a preset is one line, not a traceback from
+    deep in training. open_clip checks model_cfg's own keys."""
+    for key, (want, ok) in _VALUE_RULES.items():
+        if key in preset and not ok(preset[key]):
+            raise BadInputError(source, f"preset {key} is {preset[key]!r}, expected {want}")
+    if preset.get("steps") is None and preset.get("epochs") is None:
+        raise BadInputError(source, "preset needs 'steps' or 'epochs'")
+    patch = preset["model_cfg"].get("vision_cfg", {}).get("patch_size")
+    if _is_int(patch) and patch > preset["image_size"]:
+        raise BadInputError(source, f"preset vision_cfg.patch_size {patch} is larger than image_size "
+                                    f"{preset['image_size']}")
+
+
 def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
@@ -121,6 +172,7 @@ def load_preset(name_or_path: str | os.PathLike | dict) -> dict:
         raise BadInputError(source, "preset needs 'steps' or 'epochs'")
     for k, v in DEFAULTS.items():
         preset.setdefault(k, v)
+    check_preset_values(preset, source)
     cfg = preset["model_cfg"]
     if cfg.get("vision_cfg", {}).get("image_size", preset["image_size"]) != preset["image_size"]:
         raise BadInputError(source, "model_cfg.vision_cfg.image_size differs from image_size")

@@ -137,3 +137,42 @@ def test_unknown_lr_schedule_is_refused(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"extends": "tiny", "name": "p", "lr_schedule": "linear"}))
     with pytest.raises(BadInputError, match="lr_schedule must be cosine or const, got 'linear'"):
         load_preset(str(tmp_path / "p.json"))
+
+
+@pytest.mark.parametrize("over, problem", [
+    ({"batch_size": 0}, "preset batch_size is 0, expected an integer >= 2"),
+    ({"batch_size": "x"}, "preset batch_size is 'x'"),
+    ({"lr": -1}, "preset lr is -1, expected a number > 0"),
+    ({"lr": float("nan")}, "preset lr is nan"),
+    ({"steps": -5}, "preset steps is -5, expected an integer >= 1 or null"),
+    ({"steps": True}, "preset steps is True"),
+    ({"warmup": -3}, "preset warmup is -3"),
+    ({"precision": "fp8"}, "preset precision is 'fp8', expected fp32 or amp_bf16"),
+    ({"mean": [0.5, 0.5]}, "preset mean is [0.5, 0.5], expected a list of 3 numbers"),
+    ({"std": [0, 0, 0]}, "expected a list of 3 numbers > 0"),
+    ({"score_batch_size": 0}, "preset score_batch_size is 0"),
+    ({"num_workers": -1}, "preset num_workers is -1"),
+    ({"beta2": 1.5}, "preset beta2 is 1.5, expected a number in [0, 1)"),
+    ({"cache": "yes"}, "preset cache is 'yes', expected true or false"),
+    ({"steps": None, "epochs": 0}, "preset epochs is 0"),
+    ({"steps": None}, "preset needs 'steps' or 'epochs'"),
+    ({"model_cfg": {"vision_cfg": {"patch_size": 64}}}, "vision_cfg.patch_size 64 is larger than image_size 32"),
+])
+def test_a_bad_preset_value_is_one_line_naming_the_file(tmp_path, over, problem):
+    """Before 2026-12-04 each of these reached training: a traceback (ValueError, TypeError, RuntimeError from
+    torch or open_clip), NaN scores from std 0, or a silent fp32 for an unknown precision."""
+    import json
+
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"extends": "tiny", "name": "p", **over}))
+    with pytest.raises(BadInputError, match=None) as e:
+        load_preset(str(path))
+    assert e.value.path == str(path) and problem in str(e.value), str(e.value)
+
+
+def test_every_shipped_preset_passes_the_value_checks():
+    from sfcomp.model import available_presets
+
+    assert len(available_presets()) >= 5
+    for name in available_presets():
+        assert load_preset(name)["name"] == name
