@@ -54,7 +54,8 @@ def _count(shape_key: str, batch: int, what: str) -> int:
     from .score import _encode
 
     shape = json.loads(shape_key)
-    preset = {"name": "flops", **shape, "batch_size": batch, "lr": 0.0, "wd": 0.0, "warmup": 0, "beta2": 0.98,
+    # a valid preset around the shape (its training keys do not change the count; the batch is `x` below)
+    preset = {"name": "flops", **shape, "batch_size": 2, "lr": 1e-3, "wd": 0.0, "warmup": 0, "beta2": 0.98,
               "cache": False, "steps": 1}
     with torch.device("meta"):
         model, _ = create_model(preset, seed=0)
