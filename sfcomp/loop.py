@@ -63,10 +63,18 @@ from .workdir import (LOCK_FILE, ROUND0_FREE, Workdir, check_accounting, check_r
 ACCOUNTING = ("scale", "final_samples_seen")
 # k-fold cross-fitting past 32 folds adds under 3% to each model's training data, for k models a round
 MAX_FOLDS = 32
+# each round trains `folds` models and writes a score file of the whole pool (ViT-B-32 at DataComp small: over
+# 1 GB a round); 100 is far past the 3-5 rounds any sweep here ran
+MAX_ROUNDS = 100
 # --budget lowers a round's cap to fit, but not below this share of it: a model trained much shorter than its cap
 # is under-trained (50 against 200 fixed steps a model: 0.05-0.20 lower clean share, docs/bench/sweep_steps.md),
 # and the loop already has the round before's scores
 BUDGET_MIN_CAP_FRACTION = 0.5
+
+
+def check_rounds(rounds: int) -> None:
+    if not 1 <= rounds <= MAX_ROUNDS:
+        raise BadInputError(None, f"--rounds must be between 1 and {MAX_ROUNDS}, got {rounds}")
 
 
 @dataclass
@@ -242,8 +250,7 @@ class Loop:
         training (`budget_cap`); when a round does not fit even at BUDGET_MIN_CAP_FRACTION of its cap, the loop
         stops before it and `stop_reason` says so. A budget that does not fit round 0 is refused (BadInputError),
         taking back the config.json and workdir this run made."""
-        if rounds < 1:
-            raise BadInputError(None, f"--rounds must be >= 1, got {rounds}")
+        check_rounds(rounds)
         check_accounting(None, None, budget)
         with self._locked():
             return self._run(rounds, budget)

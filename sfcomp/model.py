@@ -58,7 +58,7 @@ _VALUE_RULES: dict[str, tuple[str, Any]] = {
     "image_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
     "context_length": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
     "batch_size": ("an integer >= 2 (a contrastive batch)", lambda v: _is_int(v) and v >= 2),
-    "lr": ("a number > 0", lambda v: _is_num(v) and v > 0),
+    "lr": ("a number >= 0", lambda v: _is_num(v) and v >= 0),  # 0: the weights stay as initialised
     "wd": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
     "warmup": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
     "steps": ("an integer >= 1 or null", lambda v: v is None or (_is_int(v) and v >= 1)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -193,8 +194,9 @@ def check_accounting(scale: str | None, final_samples_seen: int | None, budget: 
     if final_samples_seen is not None and scale is not None and scale != "tiny":
         raise BadInputError(None, f"--final-samples-seen applies to the tiny scale only (DataComp's {scale} scale "
                                   f"fixes samples seen at {SCALE_POOL_SIZES[scale]})")
-    if budget is not None and not budget > 0:  # `not >` also refuses NaN
-        raise BadInputError(None, f"--budget must be > 0 (a multiple of the final training's FLOPs), got {budget}")
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):  # `not >` also refuses NaN
+        raise BadInputError(None, f"--budget must be > 0 and finite (a multiple of the final training's FLOPs), "
+                                  f"got {budget}")
 
 
 def infer_scale(n_rows: int | None) -> str:

@@ -133,6 +133,13 @@ def test_more_folds_than_the_cap_is_refused_up_front(base, tmp_path):
     _nothing_written(tmp_path)
 
 
+def test_more_rounds_than_the_cap_is_refused_up_front(base, tmp_path):
+    # each round saves its models and a score file of the pool: 100000 rounds ran until the budget or the disk
+    r = _loop(base, tmp_path, "run", "--steps", "1", "--rounds", "100000")
+    H.assert_one_line_error(r, None, "--rounds must be between 1 and 100, got 100000")
+    _nothing_written(tmp_path)
+
+
 def test_run_refused_for_steps_then_corrected_rerun_works(base, tmp_path):
     assert _loop(base, tmp_path, "run", "--steps", "0", "--rounds", "1")[0] == 2
     code, _, err = _loop(base, tmp_path, "run", "--steps", "1", "--rounds", "1")

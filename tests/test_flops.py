@@ -210,7 +210,7 @@ def test_budget_below_round_0_is_refused_and_leaves_nothing(base, one_round, tmp
     assert work.is_dir() and not any(work.iterdir())
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_budget_not_positive_is_refused_before_anything_is_written(base, tmp_path, value):
     res = H.cli("run", *_args(base, tmp_path / "work", "--budget", value))
     H.assert_one_line_error(res, None, "--budget must be > 0")

@@ -142,7 +142,7 @@ def test_unknown_lr_schedule_is_refused(tmp_path):
 @pytest.mark.parametrize("over, problem", [
     ({"batch_size": 0}, "preset batch_size is 0, expected an integer >= 2"),
     ({"batch_size": "x"}, "preset batch_size is 'x'"),
-    ({"lr": -1}, "preset lr is -1, expected a number > 0"),
+    ({"lr": -1}, "preset lr is -1, expected a number >= 0"),
     ({"lr": float("nan")}, "preset lr is nan"),
     ({"steps": -5}, "preset steps is -5, expected an integer >= 1 or null"),
     ({"steps": True}, "preset steps is True"),

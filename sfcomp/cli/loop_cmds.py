@@ -168,9 +168,10 @@ def round_cmd(round_index, **kw) -> None:
                    "the loop stops before it.")
 def run_cmd(rounds, budget, **kw) -> None:
     """Chain self-filtering rounds; resumes from the last finished round. Leaves WORKDIR/final_scores.npy."""
+    from ..loop import check_rounds
     from ..workdir import check_accounting
 
-    at_least("--rounds", rounds, 1)
+    check_rounds(rounds)
     check_accounting(None, None, budget)
     loop = _make_loop(**kw)
     results = loop.run(rounds, budget=budget)
