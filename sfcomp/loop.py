@@ -239,8 +239,13 @@ class Loop:
         """Take round 0's models and scores from another workdir (`sfcomp.workdir.Workdir.adopt_round0`): saves
         a round's training and scoring per point of a mix / score-type sweep."""
         with self._locked():
-            adopted = self.wd.adopt_round0(source, self.pool_fingerprint, self.preset, self.loop_settings(),
-                                           self.config.score)
+            try:
+                adopted = self.wd.adopt_round0(source, self.pool_fingerprint, self.preset, self.loop_settings(),
+                                               self.config.score)
+            except BadInputError:  # a refused run leaves nothing behind: the config.json (and folder) it made
+                if not self._round_started(0):
+                    self._take_back()
+                raise
         if adopted:
             barrier()
         return adopted
@@ -308,7 +313,8 @@ class Loop:
         return self.wd.scored(k) or any(self.wd.checkpoint(k, f).exists() for f in range(max(1, self.config.folds)))
 
     def _take_back(self) -> None:
-        """Remove what this run wrote before any round started: its config.json, and the workdir it created."""
+        """Remove what this run wrote before any round started: its config.json, and the workdir it created
+        (called holding the workdir's lock)."""
         if self._made["config"]:
             (self.workdir / "config.json").unlink(missing_ok=True)
         if self._made["workdir"] and self.rank == 0 and self.workdir.is_dir() and \

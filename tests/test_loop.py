@@ -236,6 +236,7 @@ def test_round0_adopted_by_another_mix_matches_training_it(pool, tmp_path):
     other_seed = Loop(pool["root"], tmp_path / "c", config(pool, seed=1), progress=False)
     with pytest.raises(BadInputError, match=r"other settings \(seed\)"):
         other_seed.adopt_round0(tmp_path / "a")
+    assert not (tmp_path / "c").exists()  # the refused run takes back its config.json and the folder it made
 
 
 def _build_in_child(root: str, preset: str, cache_dir: str) -> str:
