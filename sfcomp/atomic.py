@@ -29,8 +29,10 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", buffering: int = -1) -> Iterator[IO]:
-    """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed."""
+    """Open a temp file beside `path`; on clean exit it replaces `path`, on error it is removed, and so are the
+    folders above it that this call made (a refused write leaves nothing behind)."""
     path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     _make_parent(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
@@ -48,6 +50,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", buffering: int = -1) 
         cause = _probe_errno(tmp) if isinstance(e, OSError) and e.errno is None else None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        for d in made:  # innermost first; a folder something else has written into stays
+            with contextlib.suppress(OSError):
+                d.rmdir()
         if cause is not None:  # numpy's tofile reports a short write without its errno: give it back
             raise OSError(cause, os.strerror(cause), os.fspath(path)) from e
         if isinstance(e, OSError):

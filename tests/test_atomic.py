@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from sfcomp.atomic import atomic_open, remove_stale_temps, temp_dir_beside
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,3 +92,16 @@ def test_only_the_named_outputs_temps_are_touched(tmp_path):
     stale.write_bytes(b"stale")
     assert remove_stale_temps(out) == 1
     assert other.read_bytes() == b"keep" and not stale.exists()
+
+
+def test_a_failed_write_removes_the_folders_it_made_and_no_other(tmp_path):
+    # scores-to-parquet on a score file found bad mid-write used to leave its new output folder (the property
+    # test's "refused, but left" check)
+
+    (tmp_path / "old").mkdir()
+    for target in (tmp_path / "new" / "deeper" / "out.bin", tmp_path / "old" / "out.bin"):
+        with pytest.raises(ValueError):
+            with atomic_open(target) as f:
+                f.write(b"half")
+                raise ValueError("found bad input mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"] and not any((tmp_path / "old").iterdir())

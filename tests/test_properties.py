@@ -11,7 +11,7 @@ no byte of its inputs.
   outcome the case must have (an oracle: the command's documented rules written out in the test, e.g. "a top
   fraction outside (0, 1]" or "an output that is an input"): exit 0, or exit 2 with one `error: ` line (the last
   stderr line), click's usage errors included; never a traceback, never the other exit code; no byte of any
-  input path changed.
+  input path changed; a refused case leaves no output that was not there before.
 
 Deterministic (`derandomize=True`, no example database). The number of cases run is printed in pytest's
 terminal summary (tests/conftest.py) as "property-based test cases: N" (2477 when all pass; a failing test adds
@@ -539,14 +539,16 @@ def make_out(d: Path, kind: str, inputs: list[Path], name: str = "out.npy") -> P
 OUT_KINDS = ["fresh", "fresh", "under_file", "existing", "input", "input_sidecar", "input_dir", "loop"]
 
 
-def run_command(test: str, args: list, inputs: list[Path], refusals: list[str]) -> None:
+def run_command(test: str, args: list, inputs: list[Path], refusals: list[str], outputs: list[Path] = ()) -> None:
     """Run `sfcomp ARGS` in this process; check it ends as predicted (exit 2 with one `error: ` line when
-    `refusals` names a reason, else exit 0) and that no byte under `inputs` changed."""
+    `refusals` names a reason, else exit 0), that no byte under `inputs` changed, and that a refused run left
+    none of `outputs` that were not there before."""
     from click.testing import CliRunner
 
     from sfcomp.cli import main
 
     before = {str(p): H.tree_digest(p) for p in inputs}
+    absent = [p for p in outputs if not os.path.lexists(p)]
     args = [str(a) for a in args]
     r = CliRunner().invoke(main, args)
     case = {"args": args, "expected": f"exit 2 ({'; '.join(refusals)})" if refusals else "exit 0"}
@@ -558,6 +560,9 @@ def run_command(test: str, args: list, inputs: list[Path], refusals: list[str]) 
     changed = [p for p in before if H.tree_digest(Path(p)) != before[p]]
     if changed:
         problem = (problem + "; " if problem else "") + f"input changed: {changed}"
+    left = [str(p) for p in absent if r.exit_code != 0 and os.path.lexists(p)]
+    if left:
+        problem = (problem + "; " if problem else "") + f"refused, but left {left}"
     if problem:
         _fail(test, case, problem)
 
@@ -625,7 +630,8 @@ def test_export_subset_outcome_is_predicted(world, scratch, scores, data, out, r
     CASES["export-subset"] += 1
     with Example(scratch) as d:
         s = make_scores(world, d, scores, data)
-        args = ["export-subset", "--scores", s, "-o", make_out(d, out, [s]), "--seed", seed]
+        o = make_out(d, out, [s])
+        args = ["export-subset", "--scores", s, "-o", o, "--seed", seed]
         if rule == "two":
             args += ["--top-frac", frac, "--top-k", k]
         elif rule is not None:
@@ -635,7 +641,8 @@ def test_export_subset_outcome_is_predicted(world, scratch, scores, data, out, r
         args += [] if mode is None else [mode]
         args += ["--allow-empty"] if allow_empty else []
         run_command("export-subset", args, [s, Path(f"{s}.json")],
-                    export_refusals(world, scores, out, rule, frac, k, random_frac, field, allow_empty))
+                    export_refusals(world, scores, out, rule, frac, k, random_frac, field, allow_empty),
+                    [o, Path(f"{o}.json"), d / "out"])
 
 
 def export_refusals(world, scores: str, out: str, rule: str | None, frac: float, k: int, random_frac: float | None,
@@ -695,8 +702,8 @@ def test_scores_to_parquet_outcome_is_predicted(world, scratch, scores, data, ou
         s = make_scores(world, d, scores, data)
         why = ([] if scores == "valid" else [f"score file: {scores}"]) + (
             [OUT_REFUSED[out]] if out in OUT_REFUSED else [])
-        run_command("scores-to-parquet", ["scores-to-parquet", s, make_out(d, out, [s], "out.parquet")],
-                    [s, Path(f"{s}.json")], why)
+        o = make_out(d, out, [s], "out.parquet")
+        run_command("scores-to-parquet", ["scores-to-parquet", s, o], [s, Path(f"{s}.json")], why, [o, d / "out"])
 
 
 @COMMANDS
@@ -725,7 +732,7 @@ def test_reshard_outcome_is_predicted(world, scratch, subset, data, source, out,
         why += [] if out == "fresh" else [f"output: {out}"]  # metadata/: the pool's, read beside its shards/
         why += ["no subset uid is in the pool"] if subset == "foreign" else []
         why += [] if shard_size >= 1 else ["--shard-size < 1"]
-        run_command("reshard", args, [d / "in", d / "unrelated" / "keep.txt"], why)
+        run_command("reshard", args, [d / "in", d / "unrelated" / "keep.txt"], why, [d / "out"])
 
 
 @COMMANDS
@@ -763,7 +770,8 @@ def test_baseline_outcome_is_predicted(world, scratch, name, meta, save, arch, t
             args += [] if v is None else [opt, v]
         args += ["--allow-empty"] if allow_empty else []
         run_command("baseline", args, [d / "in"], baseline_refusals(
-            world, name, meta, save, arch, threshold, fraction, 1 if workers is None else workers, seed, allow_empty))
+            world, name, meta, save, arch, threshold, fraction, 1 if workers is None else workers, seed, allow_empty),
+            [d / "out"])
 
 
 TAKES = {"no_filter": set(), "basic_filter": set(), "laion2b": set(), "clip_score": {"arch", "threshold", "fraction"},
@@ -838,9 +846,9 @@ def test_round_outcome_is_predicted(world, scratch, workdir, pool, preset, folds
         args += [] if device is None else ["--device", device]
         args += [] if train_shards is None else ["--train-shards", train_shards]
         args += [] if round_index is None else ["--round", round_index]
-        run_command("round", args, [the_pool, world["preset"]], round_refusals(
-            workdir, pool, preset, folds, top_frac, random_frac, round0_frac, snapshots, threads, device, train_shards,
-            round_index, torch.cuda.is_available()))
+        why = round_refusals(workdir, pool, preset, folds, top_frac, random_frac, round0_frac, snapshots, threads,
+                             device, train_shards, round_index, torch.cuda.is_available())
+        run_command("round", args, [the_pool, world["preset"]], why, [d / "work"])
 
 
 def round_refusals(workdir: str, pool: str, preset: str, folds: int, top_frac: float, random_frac: float,
