@@ -79,3 +79,30 @@ def test_sweep_choice_prefers_more_random_among_ties():
     assert choice["tied"] == ["crossfit 0.3:0.0", "crossfit 0.3:0.1"]
     strict = Sweep(parse_args(["--pool", "x", "--rounds", "2", "--tie", "0"])).choose(rows)
     assert strict["mix"] == "0.3:0.0"
+
+
+@pytest.mark.parametrize("extra, problem", [
+    (["--seeds", "abc"], "--seeds must be distinct integers >= 0"),  # a ValueError traceback before
+    (["--seeds", "0,0"], "--seeds must be distinct integers >= 0"),
+    (["--fraction", "1.5"], "--fraction must be in (0, 1], got 1.5"),
+    (["--mixes", "0.3"], "--mixes: '0.3' is not top:random"),  # a ValueError traceback before
+    (["--mixes", "0.3:0.1,2:0.1"], "--mixes: '2:0.1' is not top:random"),
+    (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+    (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    (["--samples-seen", "-1"], "--samples-seen must be >= 0, got -1"),
+    (["--out", "POOL"], "--out is, holds or lies in the pool or eval folder"),
+    (["--out", "EVAL/x"], "--out is, holds or lies in the pool or eval folder"),
+    (["--out", "POOL/shards/x"], "--out lies inside the input"),
+    ([], None),
+])
+def test_bench_arguments_are_checked_before_anything_runs(tmp_path, extra, problem):
+    run_all = _bench_module("run_all")
+    (tmp_path / "pool" / "metadata").mkdir(parents=True)
+    (tmp_path / "pool" / "shards").mkdir()
+    (tmp_path / "eval").mkdir()
+    names = {"POOL": str(tmp_path / "pool"), "EVAL": str(tmp_path / "eval")}
+    extra = [next((x.replace(k, v) for k, v in names.items() if x.startswith(k)), x) for x in extra]
+    a = run_all.parse_args(["--pool", names["POOL"], "--eval", names["EVAL"], "--out", str(tmp_path / "bench"),
+                            *extra])
+    got = run_all.argument_problem(a)
+    assert (got is None) if problem is None else (problem in (got or "")), got

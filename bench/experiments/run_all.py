@@ -420,6 +420,10 @@ class Bench:
 
     def run(self) -> int:
         t0 = time.time()
+        problem = argument_problem(self.a)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         self.seeds = [int(s) for s in self.a.seeds.split(",")]
         if not (self.pool / "metadata").is_dir():
             print(f"error: {self.pool}: not a pool (no metadata/ folder); build one with `sfcomp make-pool`",
@@ -467,6 +471,39 @@ class Bench:
             print(f"error: {len(self.failures)} bench command(s) failed:", *self.failures, sep="\n  ", file=sys.stderr)
             return 1
         return 0
+
+
+def argument_problem(a: argparse.Namespace) -> str | None:
+    """What is wrong with the bench's arguments (one line), before anything runs; None when nothing is."""
+    import math
+
+    from sfcomp.errors import BadInputError
+    from sfcomp.guard import check_outputs, overlap, pool_inputs
+
+    seeds = [x.strip() for x in a.seeds.split(",")]
+    if not all(x.isdigit() for x in seeds) or len(set(map(int, seeds))) != len(seeds):
+        return f"--seeds must be distinct integers >= 0, comma-separated (e.g. 0,1,2), got {a.seeds!r}"
+    if not (0 < a.fraction <= 1):
+        return f"--fraction must be in (0, 1], got {a.fraction}"
+    for mix in a.mixes.split(","):
+        parts = mix.split(":")
+        try:
+            top, rand = (float(x) for x in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            top = rand = math.nan
+        if not (0 < top <= 1 and 0 <= rand <= 1):
+            return f"--mixes: {mix!r} is not top:random with top in (0, 1] and random in [0, 1] (e.g. 0.3:0.1)"
+    for flag, value, low in (("--samples-seen", a.samples_seen, 0), ("--rounds", a.rounds, 1),
+                             ("--loop-steps", a.loop_steps, 0), ("--threads", a.threads, 1), ("--jobs", a.jobs, 1)):
+        if value < low:
+            return f"{flag} must be >= {low}, got {value}"
+    if overlap(a.out, a.pool) in ("is", "contains") or overlap(a.out, a.eval) in ("is", "contains", "inside"):
+        return f"{a.out}: --out is, holds or lies in the pool or eval folder; choose a bench folder outside them"
+    try:
+        check_outputs([a.out], pool_inputs(a.pool) + [a.eval], what="--out", kind="dir")
+    except BadInputError as e:
+        return str(e)
+    return None
 
 
 def _cpu_model() -> str:
