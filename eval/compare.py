@@ -277,6 +277,9 @@ def plot(rows: Sequence[MethodRow], path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 def _looks_like_table(path: str) -> bool:
     with open(path, "rb") as f:
         return f.read(9) == b"| method "
@@ -285,9 +288,6 @@ def _looks_like_table(path: str) -> bool:
 def _looks_like_png(path: str) -> bool:
     with open(path, "rb") as f:
         return f.read(8) == PNG_MAGIC
-
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def compare(paths: Sequence[str | os.PathLike], out_md: str | os.PathLike | None = None,

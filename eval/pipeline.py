@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sfcomp.atomic import write_json
 from sfcomp.errors import BadInputError
-from sfcomp.guard import check_outputs, is_url, overlap, pool_inputs, with_sidecars
+from sfcomp.guard import check_clear_of_pool, check_outputs, is_url, pool_inputs, with_sidecars
 
 
 def clean_precision(subset_file: str | os.PathLike, truth_file: str | os.PathLike) -> float | None:
@@ -29,10 +29,7 @@ def _check_train_eval_outputs(out: Path, eval_dir, subset, pool, data, reshard_d
     inputs = [eval_dir, *with_sidecars([subset]), data, truth]
     if pool is not None and not is_url(pool):
         inputs += pool_inputs(pool)
-        how = overlap(out, pool)
-        if how in ("is", "contains"):  # as for a loop's workdir: the run's files would mix with the pool's
-            raise BadInputError(out, f"--out {how} the pool folder {os.fspath(pool)}; choose a run folder "
-                                     "outside it")
+        check_clear_of_pool(out, pool, what="--out", choose="a run folder outside it")
     check_outputs([out / "run.json", out / "eval_results.jsonl", out / "eval_summary.json"], inputs, what="--out")
     check_outputs([out / "train"], inputs, what="--out", kind="dir")
     if data is None:

@@ -157,14 +157,21 @@ def _is_link_loop(path: str) -> bool:
     return False
 
 
+def check_clear_of_pool(folder: PathLike, pool_root: PathLike, *, what: str, choose: str) -> None:
+    """An output folder may not be or hold the pool folder itself, whose other entries are not inputs
+    (`pool_inputs`) but would mix a command's files with the pool's."""
+    how = overlap(folder, pool_root)
+    if how in ("is", "contains"):
+        raise BadInputError(folder, f"{what} {how} the pool folder {os.fspath(pool_root)}; choose {choose}")
+
+
 def check_loop_dirs(pool_root: PathLike, workdir: PathLike, cache_dir: PathLike | None = None) -> None:
     """`round`/`run`: the workdir may not be or contain the pool, nor lie inside its metadata/ or shards/; the same
     for an explicit --cache-dir (the default POOL/.sfcomp-cache is the tool's own folder, not an input)."""
     inputs = [] if is_url(pool_root) else pool_inputs(pool_root)
-    if inputs and overlap(workdir, pool_root) in ("is", "contains"):
-        how = "is" if overlap(workdir, pool_root) == "is" else "contains"
-        raise BadInputError(workdir, f"--workdir {how} the pool folder {os.fspath(pool_root)}; choose a workdir "
-                                     "outside the pool (or at least outside its metadata/ and shards/)")
+    if inputs:
+        check_clear_of_pool(workdir, pool_root, what="--workdir",
+                            choose="a workdir outside the pool (or at least outside its metadata/ and shards/)")
     check_outputs([workdir], inputs, what="--workdir", kind="dir")
     check_outputs([cache_dir], inputs, what="--cache-dir", kind="dir")
 

@@ -90,8 +90,8 @@ def test_sweep_choice_prefers_more_random_among_ties():
     (["--rounds", "0"], "--rounds must be >= 1, got 0"),
     (["--jobs", "0"], "--jobs must be >= 1, got 0"),
     (["--samples-seen", "-1"], "--samples-seen must be >= 0, got -1"),
-    (["--out", "POOL"], "--out is, holds or lies in the pool or eval folder"),
-    (["--out", "EVAL/x"], "--out is, holds or lies in the pool or eval folder"),
+    (["--out", "POOL"], "--out is the pool folder"),
+    (["--out", "EVAL/x"], "--out lies inside the input"),
     (["--out", "POOL/shards/x"], "--out lies inside the input"),
     ([], None),
 ])

@@ -653,15 +653,21 @@ def export_refusals(world, scores: str, out: str, rule: str | None, frac: float,
     if field in ("nope", "f0"):
         why.append(f"no score field {field}")
     values = world["score_values"][field if field in ("cosine", "crossfit") else "cosine"]  # cosine: the default
-    top = 0
+    top = 0  # how many the top rule keeps (0 where the rule is refused: the case is refused anyway)
     if rule == "two":
         why.append("two top rules")
+    elif rule == "--top-frac" and not fraction_ok(frac):
+        why.append("top fraction not in (0, 1]")
     elif rule == "--top-frac":
-        top = min(int(N_POOL * frac) + 1, N_POOL) if fraction_ok(frac) else why.append("top fraction not in (0, 1]")
+        top = min(int(N_POOL * frac) + 1, N_POOL)
+    elif rule == "--top-k" and not 0 <= k <= N_POOL:
+        why.append("top-k not in [0, N]")
     elif rule == "--top-k":
-        top = k if 0 <= k <= N_POOL else why.append("top-k not in [0, N]")
+        top = k
+    elif rule == "--threshold" and not math.isfinite(frac):
+        why.append("threshold not finite")
     elif rule == "--threshold":
-        top = int((values >= np.float32(frac)).sum()) if math.isfinite(frac) else why.append("threshold not finite")
+        top = int((values >= np.float32(frac)).sum())
     random_frac = random_frac or None  # 0 is "no random part", as the CLI reads it
     n_random = 0
     if random_frac is not None:

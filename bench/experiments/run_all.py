@@ -478,7 +478,7 @@ def argument_problem(a: argparse.Namespace) -> str | None:
     import math
 
     from sfcomp.errors import BadInputError
-    from sfcomp.guard import check_outputs, overlap, pool_inputs
+    from sfcomp.guard import check_clear_of_pool, check_outputs, pool_inputs
 
     seeds = [x.strip() for x in a.seeds.split(",")]
     if not all(x.isdigit() for x in seeds) or len(set(map(int, seeds))) != len(seeds):
@@ -497,9 +497,8 @@ def argument_problem(a: argparse.Namespace) -> str | None:
                              ("--loop-steps", a.loop_steps, 0), ("--threads", a.threads, 1), ("--jobs", a.jobs, 1)):
         if value < low:
             return f"{flag} must be >= {low}, got {value}"
-    if overlap(a.out, a.pool) in ("is", "contains") or overlap(a.out, a.eval) in ("is", "contains", "inside"):
-        return f"{a.out}: --out is, holds or lies in the pool or eval folder; choose a bench folder outside them"
     try:
+        check_clear_of_pool(a.out, a.pool, what="--out", choose="a bench folder outside it")
         check_outputs([a.out], pool_inputs(a.pool) + [a.eval], what="--out", kind="dir")
     except BadInputError as e:
         return str(e)
