@@ -23,6 +23,7 @@ def _bench_module(name: str):
     return sys.modules[name]
 
 
+_arguments = _bench_module("arguments")  # before the scripts that import it by plain name
 Scheduler = _bench_module("run_all").Scheduler
 _sweep = _bench_module("sweep_mix")
 Sweep, auroc, parse_args = _sweep.Sweep, _sweep.auroc, _sweep.parse_args
@@ -106,3 +107,42 @@ def test_bench_arguments_are_checked_before_anything_runs(tmp_path, extra, probl
                             *extra])
     got = run_all.argument_problem(a)
     assert (got is None) if problem is None else (problem in (got or "")), got
+
+
+@pytest.mark.parametrize("script, extra, problem", [
+    ("sweep_mix", ["--mixes", "0.3"], "--mixes: '0.3' is not top:random"),
+    ("sweep_mix", ["--other-score-mixes", "0.3:2"], "--other-score-mixes: '0.3:2' is not top:random"),
+    ("sweep_mix", ["--rounds", "0"], "--rounds must be >= 1, got 0"),
+    ("sweep_mix", ["--tie", "nan"], "--tie must be >= 0, got nan"),
+    ("sweep_mix", ["--jobs", "0"], "--jobs must be >= 1, got 0"),
+    ("sweep_mix", ["--out", "POOL/metadata/x"], "--out lies inside the input"),
+    ("sweep_mix", [], None),
+    ("sweep_steps", ["--folds", "1"], "--folds must be >= 2, got 1"),
+    ("sweep_steps", ["--rule-cap", "0"], "--rule-cap must be >= 1, got 0"),
+    ("sweep_steps", ["--fraction", "0"], "--fraction must be in (0, 1], got 0.0"),
+    ("sweep_steps", ["--out", "POOL"], "--out is the pool folder"),
+    ("sweep_steps", ["--out", "OTHER"], "--out is the pool folder"),  # the second --pool counts as much
+    ("sweep_steps", [], None),
+])
+def test_sweep_arguments_are_checked_before_anything_runs(tmp_path, script, extra, problem):
+    module = _bench_module(script)
+    for pool in ("pool", "other"):
+        (tmp_path / pool / "metadata").mkdir(parents=True)
+    names = {"POOL": str(tmp_path / "pool"), "OTHER": str(tmp_path / "other")}
+    extra = [next((x.replace(k, v) for k, v in names.items() if x.startswith(k)), x) for x in extra]
+    a = module.parse_args(["--pool", names["POOL"], "--pool", names["OTHER"], "--out", str(tmp_path / "sweep"), *extra])
+    got = module.argument_problem(a)
+    assert got == problem if problem is None else problem in (got or ""), got
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--steps", "100,abc"], "error: argument --steps: '100,abc' is not comma-separated integers (see --help)"),
+    (["--steps", "0,100"], "error: argument --steps: '0,100': expected distinct integers >= 1 (see --help)"),
+    (["--loop-seeds", "1,1"], "error: argument --loop-seeds: '1,1': expected distinct integers >= 0 (see --help)"),
+    (["--rounds", "x"], "error: argument --rounds: invalid int value: 'x' (see --help)"),
+])
+def test_a_malformed_sweep_value_is_one_error_line_and_exit_2(capsys, argv, line):
+    with pytest.raises(SystemExit) as e:
+        _bench_module("sweep_steps").parse_args(["--pool", "p", *argv])
+    assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
+    assert _bench_module("sweep_steps").parse_args(["--pool", "p", "--steps", "50,100"]).steps == [50, 100]

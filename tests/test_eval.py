@@ -493,6 +493,12 @@ def test_bench_plan_skips_methods_whose_input_the_pool_lacks(tmp_path):
     assert "--method clip_b32_30" not in reduced and "--method sf_" not in reduced
     assert "would run: sfcomp run " in plan("--only", "no_filter")  # no_filter_eqc_r2 needs the loop's FLOPs
     assert "would run: sfcomp run " in plan("--only", "sf_t30r0")
+    # a prefix that names no arm (a typo) is refused before anything, not a bench that trains nothing
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "experiments" / "run_all.py"), "--pool", str(root),
+                        "--eval", str(tmp_path / "eval"), "--out", str(tmp_path / "out"), "--rounds", "2",
+                        "--only", "no_filter,orcale"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.startswith("error: --only: 'orcale' is the start of no arm's name (arms: ")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 def test_standing_against_references_gap_closed_and_spread():

@@ -38,6 +38,7 @@ import itertools
 from datetime import datetime, timezone
 from pathlib import Path
 
+from arguments import OneLineParser, fraction_problem, minimum_problem, mixes_problem, out_problem, refuse
 from sfcomp.atomic import atomic_open, write_json
 from sfcomp.defaults import LOOP_DEFAULTS
 
@@ -222,10 +223,17 @@ class Bench:
         for why in filter(None, (command_available("run"), command_available("export-subset"))):
             self.skip("self-filtering", why)
             return
+        for tag, args, arms in self.planned_loops():
+            self.loops.append((tag, args, arms))
+            self.order += [arm for arm, _ in arms]
+
+    def planned_loops(self) -> list[tuple[str, list[str], list[tuple[str, Path]]]]:
+        """(tag, `sfcomp run` arguments, [(arm, the round's score file)]) for each loop run; nothing is run."""
         from sfcomp.scoretypes import SCORE_TYPES
 
         score_types = [x.strip() for x in self.a.score_types.split(",") if x.strip()]  # checked in run()
         bases: dict[tuple[str, ...], Path] = {}  # one round 0 per set of a score type's own run options
+        loops = []
         for score, mix in ((sc, m) for sc in score_types for m in self.a.mixes.split(",")):
             top, rnd = (float(x) for x in mix.split(":"))
             suffix = f"_{score}" if len(score_types) > 1 else ""
@@ -246,10 +254,27 @@ class Bench:
                 if k == 1 and base is not None and not suffix:
                     continue  # round 0's scores are shared: the same subset as the first mix's sf_r1
                 arms.append((f"sf{suffix}_r1" if k == 1 else f"{tag}_r{k}", work / f"round_{k - 1:02d}" / "scores.npy"))
-            self.loops.append((tag, args, arms))
+            loops.append((tag, args, arms))
             bases.setdefault(SCORE_TYPES[score].run_args, work)
-            for arm, _ in arms:
-                self.order.append(arm)
+        return loops
+
+    def arm_names(self) -> list[str]:
+        """Every arm this bench can train, whether or not the pool has what it needs (then it is skipped)."""
+        pct = int(round(self.a.fraction * 100))
+        names = ["no_filter", f"random_{pct}", f"clip_l14_{pct}", f"clip_b32_{pct}",
+                 *[x.strip() for x in self.a.extra_baselines.split(",") if x.strip()],
+                 *[arm for _, _, arms in self.planned_loops() for arm, _ in arms]]
+        if self.a.equal_compute:
+            names.append(f"no_filter_eqc_r{self.a.rounds}")
+        return names + ["oracle_clean"]
+
+    def only_problem(self) -> str | None:
+        """An --only prefix that names no arm (a typo would train nothing and say nothing), else None."""
+        names = self.arm_names()
+        for k in (x.strip() for x in (self.a.only or "").split(",") if x.strip()):
+            if not any(n.startswith(k) for n in names):
+                return f"--only: {k!r} is the start of no arm's name (arms: {', '.join(names)})"
+        return None
 
     def run_loop(self, tag: str, args: list[str], arms: list[tuple[str, Path]]) -> None:
         """One `sfcomp run`, then each round's export; queues the arms' train-evals."""
@@ -420,9 +445,7 @@ class Bench:
 
     def run(self) -> int:
         t0 = time.time()
-        problem = argument_problem(self.a)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
+        if refuse(argument_problem(self.a)):
             return 2
         self.seeds = [int(s) for s in self.a.seeds.split(",")]
         if not (self.pool / "metadata").is_dir():
@@ -438,6 +461,8 @@ class Bench:
         if unknown:
             print(f"error: --score-types: unknown score type {unknown[0]!r} (registered: {', '.join(SCORE_TYPES)})",
                   file=sys.stderr)
+            return 2
+        if refuse(self.only_problem()):
             return 2
         self.log(f"bench: pool {self.pool}, eval {self.eval}, seeds {self.seeds}, scale {self.a.scale}, "
                  f"samples seen {self.a.samples_seen or 'scale default'}")
@@ -475,34 +500,14 @@ class Bench:
 
 def argument_problem(a: argparse.Namespace) -> str | None:
     """What is wrong with the bench's arguments (one line), before anything runs; None when nothing is."""
-    import math
-
-    from sfcomp.errors import BadInputError
-    from sfcomp.guard import check_clear_of_pool, check_outputs, pool_inputs
-
     seeds = [x.strip() for x in a.seeds.split(",")]
     if not all(x.isdigit() for x in seeds) or len(set(map(int, seeds))) != len(seeds):
         return f"--seeds must be distinct integers >= 0, comma-separated (e.g. 0,1,2), got {a.seeds!r}"
-    if not (0 < a.fraction <= 1):
-        return f"--fraction must be in (0, 1], got {a.fraction}"
-    for mix in a.mixes.split(","):
-        parts = mix.split(":")
-        try:
-            top, rand = (float(x) for x in parts) if len(parts) == 2 else (math.nan, math.nan)
-        except ValueError:
-            top = rand = math.nan
-        if not (0 < top <= 1 and 0 <= rand <= 1):
-            return f"--mixes: {mix!r} is not top:random with top in (0, 1] and random in [0, 1] (e.g. 0.3:0.1)"
-    for flag, value, low in (("--samples-seen", a.samples_seen, 0), ("--rounds", a.rounds, 1),
-                             ("--loop-steps", a.loop_steps, 0), ("--threads", a.threads, 1), ("--jobs", a.jobs, 1)):
-        if value < low:
-            return f"{flag} must be >= {low}, got {value}"
-    try:
-        check_clear_of_pool(a.out, a.pool, what="--out", choose="a bench folder outside it")
-        check_outputs([a.out], pool_inputs(a.pool) + [a.eval], what="--out", kind="dir")
-    except BadInputError as e:
-        return str(e)
-    return None
+    return (fraction_problem("--fraction", a.fraction) or mixes_problem("--mixes", a.mixes)
+            or minimum_problem(("--samples-seen", a.samples_seen, 0), ("--rounds", a.rounds, 1),
+                               ("--loop-steps", a.loop_steps, 0), ("--loop-seed", a.loop_seed, 0),
+                               ("--threads", a.threads, 1), ("--jobs", a.jobs, 1))
+            or out_problem(a.out, [a.pool], [a.eval]))
 
 
 def _cpu_model() -> str:
@@ -516,7 +521,7 @@ def _cpu_model() -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", required=True)
     p.add_argument("--eval", required=True, help="folder of clip_benchmark wds eval sets")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench"))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arguments import OneLineParser, fraction_problem, minimum_problem, mixes_problem, out_problem, refuse
 from run_all import append_log, sfcomp, write_results
 from sfcomp.scoretypes import SCORE_TYPES
 
@@ -198,6 +199,8 @@ class Sweep:
 
     def run(self) -> int:
         t0 = time.time()
+        if refuse(argument_problem(self.a)):
+            return 2
         unknown = [s for s in self.scores if s not in SCORE_TYPES]
         if unknown:
             print(f"error: --scores: unknown score type {unknown[0]!r} (registered: {', '.join(SCORE_TYPES)})",
@@ -220,8 +223,17 @@ class Sweep:
         return 0
 
 
+def argument_problem(a: argparse.Namespace) -> str | None:
+    """What is wrong with the sweep's arguments (one line), before anything runs; None when nothing is."""
+    return (mixes_problem("--mixes", a.mixes) or mixes_problem("--other-score-mixes", a.other_score_mixes)
+            or fraction_problem("--fraction", a.fraction)
+            or minimum_problem(("--rounds", a.rounds, 1), ("--tie", a.tie, 0), ("--loop-steps", a.loop_steps, 0),
+                               ("--loop-seed", a.loop_seed, 0), ("--threads", a.threads, 1), ("--jobs", a.jobs, 1))
+            or out_problem(a.out, a.pool))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", action="append", required=True, help="a pool with truth.parquet (repeat)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "sweep"))
     p.add_argument("--mixes", default="0.2:0.1,0.3:0.0,0.3:0.1,0.5:0.0,0.5:0.1",

@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from arguments import OneLineParser, fraction_problem, int_list, minimum_problem, out_problem, refuse
 from run_all import append_log, sfcomp, write_results
 from sweep_mix import load_truth, measure
 
@@ -170,6 +171,8 @@ class StepSweep:
 
     def run(self) -> int:
         t0 = time.time()
+        if refuse(argument_problem(self.a)):
+            return 2
         pools = [Path(p).resolve() for p in self.a.pool]
         for p in pools:
             if not (p / "truth.parquet").exists():
@@ -197,11 +200,20 @@ class StepSweep:
         return 0
 
 
+def argument_problem(a: argparse.Namespace) -> str | None:
+    """What is wrong with the sweep's arguments (one line), before anything runs; None when nothing is."""
+    return (fraction_problem("--fraction", a.fraction)
+            or minimum_problem(("--rule-cap", a.rule_cap, 1), ("--rounds", a.rounds, 1), ("--folds", a.folds, 2),
+                               ("--tolerance", a.tolerance, 0), ("--compute-factor", a.compute_factor, 0),
+                               ("--threads", a.threads, 1), ("--jobs", a.jobs, 1))
+            or out_problem(a.out, a.pool))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", action="append", required=True, help="a pool with truth.parquet (repeat)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "sweep_steps"))
-    p.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[50, 100, 200, 400],
+    p.add_argument("--steps", type=int_list(1), default=[50, 100, 200, 400],
                    help="fixed step counts per model")
     p.add_argument("--rule", default="heldout", help="the `sfcomp run --stop` rule measured against them")
     p.add_argument("--rule-cap", type=int, default=None, help="the rule's cap (default: the preset's steps)")
@@ -215,7 +227,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fraction", type=float, default=0.3)
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--compute-factor", type=float, default=1.25)
-    p.add_argument("--loop-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
+    p.add_argument("--loop-seeds", type=int_list(0), default=[0, 1, 2],
                    help="loop seeds: every arm runs once per seed, cells are means ± std")
     p.add_argument("--measure-only", action="store_true", help="run nothing: table the runs finished under --out")
     p.add_argument("--threads", type=int, default=1)
