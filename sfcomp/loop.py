@@ -98,6 +98,9 @@ class LoopConfig:
     # every round's fold model f continues from the round before's model f (folds fixed across rounds by round 0's
     # uid hash, and every row scored by its own fold's model, so no model ever scores a row it trained on)
     warm_start: bool = False
+    # under warm_start, round k's model starts at warm_shrink x round k-1's weights + (1 - warm_shrink) x a new
+    # seeded model's ("shrink and perturb", Ash & Adams 2020): 1 continues as is, 0 is a cold start
+    warm_shrink: float = 1.0
 
     def __post_init__(self) -> None:
         self.stop = resolve_stop(self.stop, self.steps, self.folds, self.snapshots)
@@ -111,7 +114,8 @@ class LoopConfig:
         when it is not `fixed`: a fixed-steps workdir's config.json and fingerprint stay those made before
         --stop existed."""
         return {k: v for k, v in asdict(self).items() if k != "preset" and k not in ACCOUNTING
-                and not (k == "stop" and v == "fixed") and not (k == "warm_start" and not v)}
+                and not (k == "stop" and v == "fixed") and not (k == "warm_start" and not v)
+                and not (k == "warm_shrink" and v == 1.0)}
 
     def check(self) -> None:
         """Every setting checked before anything is written (pure: no torch, no file)."""
@@ -129,6 +133,10 @@ class LoopConfig:
                 raise BadInputError(None, f"--{name.replace('_', '-')} must be in (0, 1], got {v}")
         if not 0 <= self.random_frac <= 1:
             raise BadInputError(None, f"--random-frac must be in [0, 1], got {self.random_frac}")
+        if not 0 <= self.warm_shrink <= 1:  # also refuses NaN
+            raise BadInputError(None, f"--warm-shrink must be in [0, 1], got {self.warm_shrink}")
+        if self.warm_shrink != 1.0 and not self.warm_start:
+            raise BadInputError(None, "--warm-shrink needs --warm-start (it shrinks the continued weights)")
         if any(not 0 < s <= 1 for s in self.snapshots):
             raise BadInputError(None, f"--snapshots are fractions of training in (0, 1], got {self.snapshots}")
         check_accounting(self.scale, self.final_samples_seen)
@@ -674,7 +682,7 @@ class Loop:
 
     def _initial_model(self, k: int, f: int):
         """Fold f's model before round k's training: new (seeded), or under warm_start from round 1 on, round
-        k-1's fold f model (its kept weights)."""
+        k-1's fold f model (its kept weights), shrunk toward the new model by warm_shrink."""
         import torch
 
         from .model import create_model
@@ -683,7 +691,13 @@ class Loop:
         if self.config.warm_start and k > 0:
             prev = self.wd.checkpoint(k - 1, f)
             try:
-                model.load_state_dict(torch.load(prev, map_location="cpu", weights_only=True))
+                kept = torch.load(prev, map_location="cpu", weights_only=True)
+                lam = self.config.warm_shrink
+                if lam != 1.0:
+                    fresh = model.state_dict()
+                    kept = {n: lam * v + (1 - lam) * fresh[n].to(v.dtype) if v.is_floating_point() else v
+                            for n, v in kept.items()}
+                model.load_state_dict(kept)
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same bad input
                 raise BadInputError(prev, f"warm start needs round {k - 1}'s fold {f} model, unreadable "
                                           f"({type(e).__name__}); rerun round {k - 1}") from None

@@ -303,6 +303,41 @@ def test_warm_start_continues_each_fold_model_and_scores_every_row_by_its_own_fo
     assert "warm_start" not in LoopConfig().loop_settings() and LoopConfig(warm_start=True).loop_settings()["warm_start"]
 
 
+def test_warm_shrink_starts_each_continued_model_between_the_last_round_and_a_new_one(pool, tmp_path):
+    """--warm-shrink L: round 1's fold model starts at L x round 0's weights + (1 - L) x the new model a cold run
+    would start from (at lr 0 the models stay where they start, so both are read back from the checkpoints); round 0
+    is shared with the plain warm run (--round0-from), which warm_shrink does not change."""
+    still = load_preset(pool["preset"])
+    still.update(lr=0.0, name="fast-tiny-lr0")
+    (tmp_path / "lr0.json").write_text(json.dumps(still))
+    lr0 = str(tmp_path / "lr0.json")
+    Loop(pool["root"], tmp_path / "cold", LoopConfig(preset=lr0, steps=2), progress=False).run(2)
+    Loop(pool["root"], tmp_path / "warm", LoopConfig(preset=lr0, steps=2, warm_start=True), progress=False).run(1)
+    shrunk = Loop(pool["root"], tmp_path / "shrunk", LoopConfig(preset=lr0, steps=2, warm_start=True, warm_shrink=0.25),
+                  progress=False)
+    assert shrunk.adopt_round0(tmp_path / "warm") is True
+    shrunk.run(2)
+    for f in (0, 1):
+        prev, fresh, start = (torch.load(tmp_path / w / f"round_0{k}" / f"model_f{f}.pt", weights_only=True)
+                              for w, k in (("warm", 0), ("cold", 1), ("shrunk", 1)))
+        assert all(torch.allclose(start[n], 0.25 * prev[n] + 0.75 * fresh[n]) for n in start
+                   if start[n].is_floating_point())
+        assert any(not torch.equal(start[n], prev[n]) for n in start)
+    assert "warm_shrink" not in LoopConfig(warm_start=True).loop_settings()
+    assert LoopConfig(warm_start=True, warm_shrink=0.5).loop_settings()["warm_shrink"] == 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--warm-shrink", "0.5"], "--warm-shrink needs --warm-start (it shrinks the continued weights)"),
+    (["--warm-start", "--warm-shrink", "1.5"], "--warm-shrink must be in [0, 1], got 1.5"),
+    (["--warm-start", "--warm-shrink", "nan"], "--warm-shrink must be in [0, 1], got nan"),
+])
+def test_a_warm_shrink_out_of_range_or_without_warm_start_is_refused_before_any_workdir(pool, tmp_path, args, message):
+    r = CliRunner().invoke(cli, ["run", "--pool", pool["root"], "--workdir", str(tmp_path / "w"), "--preset",
+                                 pool["preset"], "--rounds", "2", *args, *CLI_ARGS])
+    assert (r.exit_code, r.output.strip()) == (2, f"error: {message}") and not (tmp_path / "w").exists()
+
+
 def test_warm_start_refuses_a_round_whose_previous_models_are_gone(pool, tmp_path):
     Loop(pool["root"], tmp_path / "w", config(pool, warm_start=True), progress=False).run(1)
     (tmp_path / "w" / "round_00" / "model_f1.pt").unlink()
