@@ -101,6 +101,9 @@ class LoopConfig:
     # under warm_start, round k's model starts at warm_shrink x round k-1's weights + (1 - warm_shrink) x a new
     # seeded model's ("shrink and perturb", Ash & Adams 2020): 1 continues as is, 0 is a cold start
     warm_shrink: float = 1.0
+    # under warm_start, the continued models' peak learning rate as a fraction of the preset's, reached at once (no
+    # warmup: the model is past the start warmup protects); None: the preset's schedule, warmup included
+    warm_lr: float | None = None
 
     def __post_init__(self) -> None:
         self.stop = resolve_stop(self.stop, self.steps, self.folds, self.snapshots)
@@ -115,7 +118,7 @@ class LoopConfig:
         --stop existed."""
         return {k: v for k, v in asdict(self).items() if k != "preset" and k not in ACCOUNTING
                 and not (k == "stop" and v == "fixed") and not (k == "warm_start" and not v)
-                and not (k == "warm_shrink" and v == 1.0)}
+                and not (k == "warm_shrink" and v == 1.0) and not (k == "warm_lr" and v is None)}
 
     def check(self) -> None:
         """Every setting checked before anything is written (pure: no torch, no file)."""
@@ -137,6 +140,11 @@ class LoopConfig:
             raise BadInputError(None, f"--warm-shrink must be in [0, 1], got {self.warm_shrink}")
         if self.warm_shrink != 1.0 and not self.warm_start:
             raise BadInputError(None, "--warm-shrink needs --warm-start (it shrinks the continued weights)")
+        if self.warm_lr is not None:
+            if not 0 < self.warm_lr <= 1:
+                raise BadInputError(None, f"--warm-lr must be in (0, 1] (a fraction of the preset's lr), got {self.warm_lr}")
+            if not self.warm_start:
+                raise BadInputError(None, "--warm-lr needs --warm-start (it sets the continued models' rate)")
         if any(not 0 < s <= 1 for s in self.snapshots):
             raise BadInputError(None, f"--snapshots are fractions of training in (0, 1], got {self.snapshots}")
         check_accounting(self.scale, self.final_samples_seen)
@@ -661,6 +669,8 @@ class Loop:
             on_step = stopping
         t0, snap0, eval0 = time.time(), timings.get("snapshot_s", 0.0), timings.get("heldout_eval_s", 0.0)
         n_models = max(1, cfg.folds)
+        if cfg.warm_start and k > 0 and cfg.warm_lr is not None:  # a continued model: a lower peak, no warmup
+            preset = {**preset, "lr": preset["lr"] * cfg.warm_lr, "warmup": 1}
         self.data.train(model, train_rows, preset, steps, seed=derive_seed(cfg.seed, "batches", k, f),
                         device=self.device, progress=self.progress, on_step=on_step,
                         desc=f"round {k} train {f + 1}/{n_models}")

@@ -33,8 +33,9 @@ from .guard import refuse_foreign_folder
 
 ROUND_DIR = "round_{:02d}"
 # loop settings that do not change round 0's models or scores: a sweep over them can share one round 0
-# (warm_shrink acts from round 1 on; warm_start is not free: it changes how round 0 scores rows outside its mix)
-ROUND0_FREE = ("score", "top_frac", "random_frac", "kmeans_k", "warm_shrink")
+# (warm_shrink and warm_lr act from round 1 on; warm_start is not free: it changes how round 0 scores rows outside
+# its mix)
+ROUND0_FREE = ("score", "top_frac", "random_frac", "kmeans_k", "warm_shrink", "warm_lr")
 
 
 # ------------------------------------------------------------------------------------------ JSON and pools

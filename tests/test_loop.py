@@ -327,12 +327,40 @@ def test_warm_shrink_starts_each_continued_model_between_the_last_round_and_a_ne
     assert LoopConfig(warm_start=True, warm_shrink=0.5).loop_settings()["warm_shrink"] == 0.5
 
 
+def test_warm_lr_trains_the_continued_models_at_a_fraction_of_the_rate_without_warmup(pool, tmp_path):
+    """--warm-lr F: from round 1 on, each continued model's training gets F x the preset's lr at its first step (a
+    warmup of 1); round 0's models, new ones, keep the preset's schedule, and without --warm-lr so do later rounds."""
+    slow = load_preset(pool["preset"])
+    slow.update(warmup=3, lr=1e-3, name="fast-tiny-warmup3")
+    (tmp_path / "w3.json").write_text(json.dumps(slow))
+    seen = {}
+    for name, kw in (("plain", {}), ("low", {"warm_lr": 0.3})):
+        loop = Loop(pool["root"], tmp_path / name, LoopConfig(preset=str(tmp_path / "w3.json"), steps=2,
+                                                              warm_start=True, **kw), progress=False)
+        real_train, calls = loop.data.train, []
+
+        def train(model, rows, preset, steps, *args, real_train=real_train, calls=calls, **kwargs):
+            calls.append((preset["lr"], preset["warmup"]))
+            return real_train(model, rows, preset, steps, *args, **kwargs)
+
+        loop.data.train = train
+        loop.run(2)
+        seen[name] = calls
+    assert seen["plain"] == [(1e-3, 3)] * 4  # 2 rounds x 2 folds
+    assert seen["low"][:2] == [(1e-3, 3)] * 2 and seen["low"][2:] == [(pytest.approx(3e-4), 1)] * 2
+    assert LoopConfig(warm_start=True, warm_lr=0.3).loop_settings()["warm_lr"] == 0.3
+    assert "warm_lr" not in LoopConfig(warm_start=True).loop_settings()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--warm-shrink", "0.5"], "--warm-shrink needs --warm-start (it shrinks the continued weights)"),
     (["--warm-start", "--warm-shrink", "1.5"], "--warm-shrink must be in [0, 1], got 1.5"),
     (["--warm-start", "--warm-shrink", "nan"], "--warm-shrink must be in [0, 1], got nan"),
+    (["--warm-lr", "0.3"], "--warm-lr needs --warm-start (it sets the continued models' rate)"),
+    (["--warm-start", "--warm-lr", "0"], "--warm-lr must be in (0, 1] (a fraction of the preset's lr), got 0.0"),
+    (["--warm-start", "--warm-lr", "nan"], "--warm-lr must be in (0, 1] (a fraction of the preset's lr), got nan"),
 ])
-def test_a_warm_shrink_out_of_range_or_without_warm_start_is_refused_before_any_workdir(pool, tmp_path, args, message):
+def test_a_warm_setting_out_of_range_or_without_warm_start_is_refused_before_any_workdir(pool, tmp_path, args, message):
     r = CliRunner().invoke(cli, ["run", "--pool", pool["root"], "--workdir", str(tmp_path / "w"), "--preset",
                                  pool["preset"], "--rounds", "2", *args, *CLI_ARGS])
     assert (r.exit_code, r.output.strip()) == (2, f"error: {message}") and not (tmp_path / "w").exists()

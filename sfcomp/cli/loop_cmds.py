@@ -93,6 +93,9 @@ def _loop_options(f):
         click.option("--warm-shrink", default=1.0, show_default=True, type=float,
                      help="With --warm-start: start from this fraction of the round before's weights plus the rest "
                           "of a new model's (shrink and perturb; 1 continues as is)."),
+        click.option("--warm-lr", default=None, type=float,
+                     help="With --warm-start: the continued models' peak learning rate as a fraction of the "
+                          "preset's, without warmup. Default: the preset's schedule, warmup included."),
         click.option("--snapshots", default="", help="Comma-separated fractions of training (e.g. 0.5,0.75) at "
                                                      "which to snapshot scores for the ckpt_avg score."),
         click.option("--cache-dir", default=None, type=PathParam(file_okay=False),
@@ -118,13 +121,14 @@ def _loop_options(f):
 
 def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac, round0_frac, train_shards, steps,
                snapshots, cache_dir, cache_workers, device, threads, quiet, round0_from=None, scale=None,
-               final_samples_seen=None, stop=None, warm_start=False, warm_shrink=1.0):
+               final_samples_seen=None, stop=None, warm_start=False, warm_shrink=1.0,
+               warm_lr=None):
     from ..loop import Loop, LoopConfig
 
     cfg = LoopConfig(preset=preset, seed=seed, score=score, folds=folds, top_frac=top_frac, random_frac=random_frac,
                      round0_frac=round0_frac, train_shards=parse_train_shards(train_shards), steps=steps,
                      snapshots=parse_snapshots(snapshots), scale=scale, final_samples_seen=final_samples_seen,
-                     stop=stop, warm_start=warm_start, warm_shrink=warm_shrink)
+                     stop=stop, warm_start=warm_start, warm_shrink=warm_shrink, warm_lr=warm_lr)
     cfg.check()
     if threads:
         import torch
