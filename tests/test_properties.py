@@ -3,7 +3,9 @@ no byte of its inputs.
 
 - Readers (subset, score file, sidecar, metadata parquet, npz, shard tar): random bytes and random structures
   (valid files then truncated, extended or with a byte flipped; random dtypes, shapes, JSON, columns, tar
-  members). Each reader returns (iterators are drained) or raises BadInputError, nothing else.
+  members). The subset reader's outcome is predicted (`subset_in`: DataComp's reading rules written out, so each
+  case is exactly one subset or one refusal); the other readers return (iterators are drained) or raise
+  BadInputError, nothing else.
 - Valid files (any sorted unique subset, .npy or raw; any score file write_scores accepts): read back exactly.
 - Commands (export-subset, validate-subset, scores-to-parquet, reshard, baseline, round --steps 1) through the
   real CLI group in this process (click's CliRunner, standalone mode like `sfcomp`): random argument values and
@@ -151,19 +153,77 @@ def _expect_bad_input_only(test: str, case, fn, *args, **kw) -> None:
 
 
 # ------------------------------------------------------------------------------------------ readers
+uid_pairs = st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)), unique=True, max_size=40)
+
+
+def _uid_bytes(pairs: list[tuple[int, int]], raw: bool, order: str) -> bytes:
+    arr = np.array(sorted(pairs) if order == "sorted" else pairs, dtype=UID_DTYPE)
+    if order == "duplicated" and len(arr):
+        arr = np.sort(np.concatenate([arr, arr[:1]]), order=["f0", "f1"])
+    return arr.tobytes() if raw else _npy(arr)
+
+
+# subsets, sorted or not, .npy or raw, then truncated, extended or with a byte flipped: the cases near the rules
+subset_files = st.builds(_uid_bytes, uid_pairs, st.booleans(),
+                         st.sampled_from(["sorted", "sorted", "as drawn", "duplicated"])).flatmap(mutated)
+
+
+def subset_in(data: bytes) -> np.ndarray | None:
+    """The subset these bytes hold under DataComp's resharder's reading and sfcomp's rules, or None when they must
+    be refused: a .npy (by its magic) of one 1-D little-endian u8,u8 array and nothing after it, or else raw 16-byte
+    records (not a text file of hex uids); sorted by (f0, f1) and without duplicates."""
+    from sfcomp.uids import looks_like_hex_text
+
+    if data[:6] == NPY_MAGIC:
+        f = io.BytesIO(data)
+        try:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(f)
+            start = f.tell()
+        except Exception:  # noqa: BLE001 - any header numpy cannot read is not a .npy
+            return None
+        if dtype != UID_DTYPE or len(shape) != 1 or len(data) != start + shape[0] * UID_DTYPE.itemsize:
+            return None
+        arr = np.frombuffer(data, UID_DTYPE, count=shape[0], offset=start)
+    elif looks_like_hex_text(data[:4096]) or len(data) % UID_DTYPE.itemsize:
+        return None
+    else:
+        arr = np.frombuffer(data, UID_DTYPE)
+    keys = arr["f0"].astype(object) * 2**64 + arr["f1"].astype(object)
+    return arr if all(a < b for a, b in zip(keys[:-1], keys[1:])) else None
+
+
 @READERS
-@given(data=npy_files, mmap=st.booleans())
-def test_read_subset_returns_or_refuses(scratch, data, mmap):
+@given(data=npy_files | subset_files, mmap=st.booleans())
+@example(data=b"", mmap=True)  # the empty raw subset: valid, no rows
+def test_read_subset_outcome_is_predicted(scratch, data, mmap):
+    """read_subset + check_subset on any bytes: exactly the subset `subset_in` finds, or BadInputError when it
+    finds none; nothing else."""
     from sfcomp.uids import check_subset, read_subset
 
     CASES["read_subset"] += 1
+    want = subset_in(data)
+    if OUTCOMES:
+        with open(OUTCOMES, "a") as f:
+            f.write(json.dumps({"test": "read_subset", "valid": want is not None}) + "\n")
     with Example(scratch) as d:
         p = d / "subset.npy"
         p.write_bytes(data)
-
-        def read_and_check():
-            check_subset(p, read_subset(p, mmap=mmap))
-        _expect_bad_input_only("read_subset", data, read_and_check)
+        try:
+            got = read_subset(p, mmap=mmap)
+            check_subset(p, got)
+        except BadInputError as e:
+            if want is not None:
+                _fail("read_subset", data, f"refused a valid subset of {len(want)} uids: {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - the property: nothing but BadInputError
+            _fail("read_subset", data, f"{type(e).__name__}: {e}")
+            return
+        if want is None:
+            _fail("read_subset", data, f"read {len(got)} uids from bytes that hold no valid subset")
+        elif not np.array_equal(np.asarray(got), want):
+            _fail("read_subset", data, "read other uids than the bytes hold")
 
 
 @READERS
@@ -182,9 +242,6 @@ def test_score_file_readers_return_or_refuse(scratch, data, side, mmap):
         _expect_bad_input_only("score_info", case, score_info, p)
         _expect_bad_input_only("read_scores", case, read_scores, p, mmap=mmap)
         _expect_bad_input_only("iter_score_chunks", case, iter_score_chunks, p, rows=7)
-
-
-uid_pairs = st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)), unique=True, max_size=40)
 
 
 @settings(READERS, max_examples=100)
