@@ -23,7 +23,8 @@ import numpy as np
 from .atomic import atomic_open, write_json, writing_pair
 from .errors import BadInputError, json_kind
 from .kway import merge_sorted_chunks, per_stream_rows
-from .uids import NPY_FORMAT_ERRORS, UID_DTYPE, check_npy_size, uid_hex, uid_le_next, uid_order, uids_to_hex
+from .uids import (NPY_FORMAT_ERRORS, UID_DTYPE, check_npy_size, read_npy_header, uid_hex, uid_le_next, uid_order,
+                   uids_to_hex)
 
 FORMAT = "sfcomp-scores/1"
 _RESERVED = {"format", "n", "fields", "default"}
@@ -172,11 +173,7 @@ def _npy_header(path) -> tuple[np.dtype, int, int]:
     try:
         with open(path, "rb") as f:
             try:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                shape, fortran, dtype = read_npy_header(f)
             except NPY_FORMAT_ERRORS as e:
                 raise BadInputError(path, f"not a .npy file ({e})") from None
             offset = f.tell()

@@ -221,13 +221,25 @@ def write_subset(path: str | os.PathLike, uids: np.ndarray, allow_duplicates: bo
     return arr
 
 
+NPY_VERSIONS = ((1, 0), (2, 0), (3, 0))  # the .npy format versions numpy itself loads
+
+
+def read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) from an open .npy at its start, leaving `f` at the array data; ValueError
+    (one of NPY_FORMAT_ERRORS) for a header numpy's np.load would refuse, an unknown format version included."""
+    version = np.lib.format.read_magic(f)
+    if version not in NPY_VERSIONS:
+        raise ValueError(f"format version {version[0]}.{version[1]}; numpy reads 1.0, 2.0 and 3.0")
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(f)
+    return np.lib.format.read_array_header_2_0(f)  # 3.0 has 2.0's layout (its header text may be utf-8)
+
+
 def looks_like_subset(path: str | os.PathLike) -> bool:
     """`path` is a `.npy` of DataComp uids (`u8,u8`, one dimension), judged by its header alone."""
     try:
         with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(f)
+            shape, _, dtype = read_npy_header(f)
     except (OSError, ValueError, SyntaxError, TypeError):
         return False
     return len(shape) == 1 and dtype == UID_DTYPE
@@ -292,11 +304,7 @@ def looks_like_hex_text(head: bytes) -> bool:
 def npy_data_offset(path: str | os.PathLike) -> int:
     """Byte offset of the array data in a `.npy` file (after its header)."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            np.lib.format.read_array_header_1_0(f)
-        else:
-            np.lib.format.read_array_header_2_0(f)
+        read_npy_header(f)
         return f.tell()
 
 
