@@ -132,7 +132,11 @@ def write_scores(path: str | os.PathLike, uids: np.ndarray, scores: Mapping[str,
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
-    with atomic_open(path, "wb") as f:
+    import warnings
+
+    with atomic_open(path, "wb") as f, warnings.catch_warnings():
+        # a non-latin-1 field name makes numpy write format 3.0 and warn that NumPy < 1.17 cannot read it
+        warnings.filterwarnings("ignore", message="Stored array in format 3.0", category=UserWarning)
         np.save(f, arr, allow_pickle=False)
 
 

@@ -232,7 +232,30 @@ def read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
         raise ValueError(f"format version {version[0]}.{version[1]}; numpy reads 1.0, 2.0 and 3.0")
     if version == (1, 0):
         return np.lib.format.read_array_header_1_0(f)
-    return np.lib.format.read_array_header_2_0(f)  # 3.0 has 2.0's layout (its header text may be utf-8)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(f)
+    return _read_header_3_0(f)
+
+
+def _read_header_3_0(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Version 3.0: 2.0's layout with a utf-8 header (what np.save writes for a non-latin-1 field name), which
+    numpy's public 2.0 reader would decode as latin-1 into other field names than np.load gives."""
+    import ast
+
+    size = int.from_bytes(f.read(4), "little")
+    text = f.read(size)
+    if len(text) != size:
+        raise ValueError("EOF while reading the .npy header")
+    d = ast.literal_eval(text.decode("utf-8"))  # ValueError/SyntaxError for what is not a literal, as numpy's
+    if not (isinstance(d, dict) and set(d) == {"descr", "fortran_order", "shape"}
+            and isinstance(d["shape"], tuple) and all(type(n) is int and n >= 0 for n in d["shape"])
+            and isinstance(d["fortran_order"], bool)):
+        raise ValueError(f"header is not a .npy header dict: {text[:80]!r}")
+    try:
+        dtype = np.lib.format.descr_to_dtype(d["descr"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"descr is not a dtype: {d['descr']!r} ({e})") from None
+    return d["shape"], d["fortran_order"], dtype
 
 
 def looks_like_subset(path: str | os.PathLike) -> bool:

@@ -96,8 +96,12 @@ def mutated(draw, data: bytes) -> bytes:
 
 
 def _npy(arr: np.ndarray) -> bytes:
+    import warnings
+
     buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
+    with warnings.catch_warnings():  # a non-latin-1 field name: numpy writes 3.0 and says so
+        warnings.filterwarnings("ignore", message="Stored array in format 3.0", category=UserWarning)
+        np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
 
 
@@ -302,6 +306,10 @@ def score_file_in(npy: bytes, side: bytes | None) -> dict:
 # a format version numpy does not load: the header-only readers accepted it (found by this test, 2026-12-04)
 @example(case=(_npy_version(np.array([(0, 1, 0.5), (0, 2, 0.25)], score_dtype(["cosine"])), 4), None), mmap=False)
 @example(case=(_npy_version(np.array([(0, 1, 0.5), (0, 2, 0.25)], score_dtype(["cosine"])), 3), None), mmap=True)
+# a utf-8 header (np.save's 3.0 for a non-latin-1 field name): the header readers decoded it as latin-1
+@example(case=(_npy(np.array([(0, 1, 0.5)], score_dtype(["分数"]))), None), mmap=True)
+@example(case=(NPY_MAGIC + b"\x03\x00" + (60).to_bytes(4, "little") +
+               b"{'descr': 5, 'fortran_order': False, 'shape': (1,)}".ljust(60), None), mmap=True)
 def test_score_file_readers_outcome_is_predicted(scratch, case, mmap):
     """Each score-file reader on any bytes: exactly what `score_file_in` predicts, or BadInputError where it
     predicts a refusal; nothing else."""

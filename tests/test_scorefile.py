@@ -94,6 +94,26 @@ def test_write_refuses_bad_names_and_lengths(tmp_path):
     assert listing(tmp_path) == []
 
 
+def test_a_field_name_outside_latin1_reads_back_under_its_own_name(tmp_path, capfd):
+    """A non-latin-1 field name (a valid identifier) makes numpy write .npy format 3.0, a utf-8 header: every reader
+    gives the name as written (the header-only readers decoded it as latin-1, so sfcomp refused its own file), and
+    writing prints no warning."""
+    from click.testing import CliRunner
+
+    from sfcomp.cli import main as cli
+    from sfcomp.scorefile import score_info
+
+    path = tmp_path / "s.npy"
+    uids = make_uids(5, np.random.default_rng(0))
+    write_scores(path, uids, {"分数": np.arange(5.0)})
+    assert open(path, "rb").read(8) == b"\x93NUMPY\x03\x00" and capfd.readouterr().err == ""
+    assert score_info(path)["fields"] == ["分数"] and read_scores(path).dtype.names[2:] == ("分数",)
+    assert [c.dtype.names[2:] for c in iter_score_chunks(path, rows=2)] == [("分数",)] * 3
+    r = CliRunner().invoke(cli, ["export-subset", "--scores", str(path), "--top-frac", "0.4", "-o",
+                                 str(tmp_path / "sub.npy")])
+    assert r.exit_code == 0 and r.output.strip().endswith("by 分数"), r.output
+
+
 def test_overwrite_replaces_pair(tmp_path):
     rng = np.random.default_rng(5)
     p = tmp_path / "s.npy"
