@@ -466,4 +466,15 @@ def shard_pattern(resharded_dir: str | os.PathLike) -> str:
     if n < 1:
         raise BadInputError(meta_path, "reshard holds no shards (no requested sample was found)")
     first, last = fmt.format(0).replace(".tar", ""), fmt.format(n - 1).replace(".tar", "")
-    return str(Path(resharded_dir) / f"{{{first}..{last}}}.tar")
+    return brace_literal(resharded_dir) + os.sep + f"{{{first}..{last}}}.tar"
+
+
+def brace_literal(folder: str | os.PathLike) -> str:
+    """`folder` as a literal inside a webdataset / open_clip shard pattern: braces and backslashes escaped (both
+    brace-expand with escapes on), so `/data/run {a,b}` is one folder, not two. open_clip splits a pattern on
+    '::' before any escape is read: such a folder is refused."""
+    s = os.fspath(folder)
+    if "::" in s:
+        raise BadInputError(folder, "open_clip reads '::' in training data as a list separator, so it cannot train "
+                                    "from this folder: move or rename it")
+    return re.sub(r"([\\{}])", r"\\\1", s)

@@ -22,7 +22,7 @@ from sfcomp import __version__ as SFCOMP_VERSION
 from sfcomp.atomic import atomic_open, write_json
 from sfcomp.errors import BadInputError
 
-from .reshard import shard_pattern
+from .reshard import brace_literal, shard_pattern
 from .sample_shuffle import seeded_sample_shuffle
 from .scales import check_train_settings, register_models
 
@@ -43,19 +43,18 @@ def world_info_from_env() -> tuple[int, int, int]:
 def train_data_pattern(data: str | os.PathLike) -> str:
     """A webdataset brace pattern for `data`: a finished reshard folder (meta.json), a folder of NNN.tar
     shards, or a pattern / single tar given as is."""
-    s = str(data)
-    if "{" in s or s.endswith(".tar") or "://" in s:
-        return s
-    p = Path(s)
+    s, p = str(data), Path(data)
+    if "://" in s or not p.is_dir():  # a folder first: its name may hold braces
+        if "{" in s or s.endswith(".tar") or "://" in s:
+            return s
+        raise BadInputError(p, "training data folder does not exist")
     if (p / "meta.json").exists():
         return shard_pattern(p)
-    if not p.is_dir():
-        raise BadInputError(p, "training data folder does not exist")
     tars = sorted(x.stem for x in p.glob("*.tar") if x.stem.isdigit())
     if not tars:
         raise BadInputError(p, "no NNNNNNNN.tar shards to train on")
     width, last = len(tars[0]), max(int(t) for t in tars)
-    return str(p / f"{{{0:0{width}d}..{last:0{width}d}}}.tar")
+    return brace_literal(p) + os.sep + f"{{{0:0{width}d}..{last:0{width}d}}}.tar"
 
 
 def trainer_args(scale_cfg: dict, train_data: str, logs: str, name: str, seed: int = 0, world_size: int = 1,

@@ -665,3 +665,31 @@ def test_reshard_shard_size_below_one_names_the_option(tmp_path):
     with pytest.raises(BadInputError, match=r"^--shard-size must be >= 1, got 0$"):
         R.reshard(tmp_path, tmp_path / "s.npy", tmp_path / "out", shard_size=0, log=lambda m: None)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["run {a,b}", "back\\slash}", "plain"])
+def test_a_training_folder_is_read_as_itself_whatever_its_name(tmp_path, name):
+    """The shard pattern train-eval hands open_clip expands (webdataset's expand_urls, as open_clip's trainer
+    calls it) to exactly the folder's shards: braces and backslashes in the folder's own name are escaped, not
+    expanded into other folders."""
+    from webdataset.shardlists import expand_urls
+
+    from sfcomp.eval.train import train_data_pattern
+
+    folder = tmp_path / name / "data"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"{i:08d}.tar").write_bytes(b"")
+    assert expand_urls(train_data_pattern(folder)) == [str(folder / f"{i:08d}.tar") for i in range(3)]
+    (folder / "meta.json").write_text(json.dumps({"output_shard_count": 2, "output_shard_format": "{:08d}.tar"}))
+    assert expand_urls(train_data_pattern(folder)) == [str(folder / f"{i:08d}.tar") for i in range(2)]
+
+
+def test_a_training_folder_whose_name_holds_a_double_colon_is_refused(tmp_path):
+    from sfcomp.eval.train import train_data_pattern
+
+    folder = tmp_path / "a::b"
+    folder.mkdir()
+    (folder / "00000000.tar").write_bytes(b"")
+    with pytest.raises(BadInputError, match="open_clip reads '::' in training data as a list separator"):
+        train_data_pattern(folder)
