@@ -47,7 +47,7 @@ def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str 
                eval_cache: str | os.PathLike | None = None, log=print) -> dict:
     """Reshard `subset` from `pool` (or use resharded `data`), train at `scale`, evaluate on `eval_dir`."""
     from .evaluate import evaluate, find_tasks
-    from .reshard import reshard
+    from .reshard import brace_literal, reshard
     from .scales import check_train_settings
     from .train import train
 
@@ -55,6 +55,7 @@ def train_eval(out: str | os.PathLike, eval_dir: str | os.PathLike, subset: str 
     cfg = check_train_settings(scale, seed, samples_seen, precision, nproc, shard_size)
     _check_train_eval_outputs(out, eval_dir, subset, pool, data, reshard_dir, truth, eval_cache)
     find_tasks(eval_dir, tasks)  # a missing eval folder or task is refused now, not after the training
+    brace_literal(data if data is not None else reshard_dir or out / "data")  # a '::' folder: refused now too
     reshard_meta = None
     if data is None:
         if subset is None or pool is None:

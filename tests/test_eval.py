@@ -693,3 +693,18 @@ def test_a_training_folder_whose_name_holds_a_double_colon_is_refused(tmp_path):
     (folder / "00000000.tar").write_bytes(b"")
     with pytest.raises(BadInputError, match="open_clip reads '::' in training data as a list separator"):
         train_data_pattern(folder)
+    # train-eval refuses it before resharding anything
+    from click.testing import CliRunner
+
+    from sfcomp.cli import main as cli
+
+    pool = tmp_path / "pool"
+    write_tiny_pool(pool, n=20, seed=1, samples_per_shard=20, with_npz=False)
+    from sfcomp.pool import read_uids
+
+    U.write_subset(tmp_path / "s.npy", read_uids(str(next((pool / "metadata").glob("*.parquet"))))[:5])
+    write_wds_classification(tmp_path / "eval" / "fm", 4)
+    r = CliRunner().invoke(cli, ["train-eval", "--subset", str(tmp_path / "s.npy"), "--pool", str(pool), "--eval",
+                                 str(tmp_path / "eval"), "--out", str(tmp_path / "x::y")])
+    assert r.exit_code == 2 and r.output.strip().startswith(f"error: {tmp_path / 'x::y' / 'data'}: open_clip reads")
+    assert not (tmp_path / "x::y").exists()
