@@ -62,14 +62,19 @@ def _ascii_matrix(uids, source: str | None) -> np.ndarray:
 def _arrow_ascii(chunk, source: str | None) -> np.ndarray:
     import pyarrow as pa
 
-    if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type) or pa.types.is_binary(chunk.type)):
+    if pa.types.is_dictionary(chunk.type):  # a categorical column (pandas `category`, pyarrow dictionary_encode)
+        chunk = chunk.dictionary_decode()
+    if getattr(pa.types, "is_string_view", lambda t: False)(chunk.type):
+        chunk = chunk.cast(pa.string())
+    if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type) or pa.types.is_binary(chunk.type)
+            or pa.types.is_large_binary(chunk.type)):
         raise BadInputError(source, f"uid column has type {chunk.type}, expected 32-char hex strings")
     if chunk.null_count:
         raise BadInputError(source, f"uid column has {chunk.null_count} null values")
     n = len(chunk)
     if n == 0:
         return np.empty((0, 32), np.uint8)
-    off_dtype = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    off_dtype = np.int64 if pa.types.is_large_string(chunk.type) or pa.types.is_large_binary(chunk.type) else np.int32
     offsets = np.frombuffer(chunk.buffers()[1], dtype=off_dtype)[chunk.offset : chunk.offset + n + 1]
     lengths = np.diff(offsets)
     if (lengths != 32).any():

@@ -122,3 +122,27 @@ def test_atomic_write_leaves_nothing_on_crash(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         U.write_subset(target, U.hex_to_uids([uuid.uuid4().hex]))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["dictionary", "large_binary", "large_string", "string_view"])
+def test_a_uid_column_of_any_arrow_string_kind_reads_the_same_uids(tmp_path, kind):
+    """A metadata parquet's uid column as pandas or pyarrow may write it: categorical (dictionary-encoded), large,
+    binary, string view (pyarrow >= 16): the same uids as the plain string column (a categorical one was refused)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sfcomp.pool import read_uids
+
+    hexes = [f"{i:032x}" for i in (3, 1, 2, 1)]
+    col = pa.array(hexes)
+    if kind == "dictionary":
+        col = col.dictionary_encode()
+    elif kind == "string_view":
+        if not hasattr(pa, "string_view"):
+            pytest.skip("pyarrow without string_view")
+        col = col.cast(pa.string_view())
+    else:
+        col = col.cast(getattr(pa, kind)())
+    pq.write_table(pa.table({"uid": col}), tmp_path / "m.parquet")
+    assert np.array_equal(read_uids(str(tmp_path / "m.parquet")), U.hex_to_uids(hexes))
+    assert np.array_equal(U.hex_to_uids(col), U.hex_to_uids(hexes))
