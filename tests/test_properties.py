@@ -27,6 +27,7 @@ import collections
 import io
 import json
 import math
+import operator
 import os
 import shutil
 import tarfile
@@ -163,6 +164,31 @@ def _expect_bad_input_only(test: str, case, fn, *args, **kw) -> None:
                           f"(raised at {where.filename}:{where.lineno})")
 
 
+def _expect_outcome(test: str, case, read, want, same) -> None:
+    """`read()` returns what `same(got, want)` accepts, or raises BadInputError where the oracle's `want` is None
+    (a refusal); anything else is a failure."""
+    try:
+        got = read()
+    except BadInputError as e:
+        if want is not None:
+            _fail(test, case, f"refused what it must accept: {e}")
+        return
+    except Exception as e:  # noqa: BLE001 - the property: nothing but BadInputError
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        _fail(test, case, f"{type(e).__name__}: {e} (raised at {where.filename}:{where.lineno})")
+        return
+    if want is None:
+        _fail(test, case, "accepted what it must refuse")
+    elif not same(got, want):
+        _fail(test, case, f"read other data than the input holds: {got!r}"[:400])
+
+
+def _same_rows(got, want: np.ndarray) -> bool:
+    """Arrays, or a list of chunks, holding exactly `want`'s rows in `want`'s dtype."""
+    parts = got if isinstance(got, list) else [np.asarray(got)]
+    return all(c.dtype == want.dtype for c in parts) and b"".join(c.tobytes() for c in parts) == want.tobytes()
+
+
 # ------------------------------------------------------------------------------------------ readers
 uid_pairs = st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1)), unique=True, max_size=40)
 
@@ -221,20 +247,12 @@ def test_read_subset_outcome_is_predicted(scratch, data, mmap):
     with Example(scratch) as d:
         p = d / "subset.npy"
         p.write_bytes(data)
-        try:
+
+        def read():
             got = read_subset(p, mmap=mmap)
             check_subset(p, got)
-        except BadInputError as e:
-            if want is not None:
-                _fail("read_subset", data, f"refused a valid subset of {len(want)} uids: {e}")
-            return
-        except Exception as e:  # noqa: BLE001 - the property: nothing but BadInputError
-            _fail("read_subset", data, f"{type(e).__name__}: {e}")
-            return
-        if want is None:
-            _fail("read_subset", data, f"read {len(got)} uids from bytes that hold no valid subset")
-        elif not np.array_equal(np.asarray(got), want):
-            _fail("read_subset", data, "read other uids than the bytes hold")
+            return got
+        _expect_outcome("read_subset", data, read, want, _same_rows)
 
 
 @st.composite
@@ -327,26 +345,11 @@ def test_score_file_readers_outcome_is_predicted(scratch, case, mmap):
         if side is not None:
             Path(f"{p}.json").write_bytes(side)
         shown = {"npy": data, "sidecar": side}
-        readers = {"sidecar": lambda: read_sidecar(p), "info": lambda: score_info(p),
-                   "chunks": lambda: np.concatenate(list(iter_score_chunks(p, rows=7)) or [np.asarray(want["chunks"])]),
-                   "scores": lambda: np.asarray(read_scores(p, mmap=mmap))}
-        for name, read in readers.items():
-            try:
-                got = read()
-            except BadInputError as e:
-                if want[name] is not None:
-                    _fail(f"score_file {name}", shown, f"refused what it must accept: {e}")
-                continue
-            except Exception as e:  # noqa: BLE001 - the property: nothing but BadInputError
-                _fail(f"score_file {name}", shown, f"{type(e).__name__}: {e}")
-                continue
-            if want[name] is None:
-                _fail(f"score_file {name}", shown, "accepted what it must refuse")
-            elif isinstance(got, np.ndarray):
-                if not (got.dtype == want[name].dtype and got.tobytes() == want[name].tobytes()):
-                    _fail(f"score_file {name}", shown, "read other rows than the file holds")
-            elif got != want[name]:
-                _fail(f"score_file {name}", shown, f"read {got!r}, expected {want[name]!r}")
+        readers = {"sidecar": (lambda: read_sidecar(p), operator.eq), "info": (lambda: score_info(p), operator.eq),
+                   "chunks": (lambda: list(iter_score_chunks(p, rows=7)), _same_rows),
+                   "scores": (lambda: read_scores(p, mmap=mmap), _same_rows)}
+        for name, (read, same) in readers.items():
+            _expect_outcome(f"score_file {name}", shown, read, want[name], same)
 
 
 @settings(READERS, max_examples=100)
@@ -502,20 +505,8 @@ def test_npz_reader_outcome_is_predicted(scratch, data, keys, n_rows):
         parquet = d / "m.parquet"
         parquet.write_bytes(_parquet(pa.table({"uid": pa.array(["0" * 32] * 3)})))
         (d / "m.npz").write_bytes(data)
-        try:
-            got = read_npz(str(parquet), keys, n_rows)
-        except BadInputError as e:
-            if want is not None:
-                _fail("read_npz", case, f"refused what it must accept: {e}")
-            return
-        except Exception as e:  # noqa: BLE001 - the property: nothing but BadInputError
-            _fail("read_npz", case, f"{type(e).__name__}: {e}")
-            return
-        if want is None:
-            _fail("read_npz", case, "accepted what it must refuse")
-        elif set(got) != set(want) or not all(np.array_equal(got[k], want[k], equal_nan=want[k].dtype.kind == "f")
-                                              for k in want):
-            _fail("read_npz", case, "read other arrays than the npz holds")
+        _expect_outcome("read_npz", case, lambda: read_npz(str(parquet), keys, n_rows), want,
+                        lambda got, want: set(got) == set(want) and all(_same_rows(got[k], want[k]) for k in want))
 
 
 def _tiny_jpeg() -> bytes:
