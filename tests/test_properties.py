@@ -3,9 +3,10 @@ no byte of its inputs.
 
 - Readers (subset, score file, sidecar, metadata parquet, npz, shard tar): random bytes and random structures
   (valid files then truncated, extended or with a byte flipped; random dtypes, shapes, JSON, columns, tar
-  members). The subset, score-file and npz readers' outcomes are predicted (`subset_in`, `score_file_in`, `npz_in`:
-  the reading rules written out, so each case is exactly one result or one refusal, reader by reader); the
-  metadata parquet and shard tar readers return (iterators are drained) or raise BadInputError, nothing else.
+  members). The subset, score-file, npz and metadata parquet readers' outcomes are predicted (`subset_in`,
+  `score_file_in`, `npz_in`, `metadata_in` / `uids_in`: the reading rules written out, so each case is exactly one
+  result or one refusal, reader by reader); the shard tar readers return (iterators are drained) or raise
+  BadInputError, nothing else.
 - Valid files (any sorted unique subset, .npy or raw; any score file write_scores accepts): read back exactly.
 - Commands (export-subset, validate-subset, scores-to-parquet, reshard, baseline, round --steps 1) through the
   real CLI group in this process (click's CliRunner, standalone mode like `sfcomp`): random argument values and
@@ -16,7 +17,7 @@ no byte of its inputs.
   input path changed; a refused case leaves no output that was not there before.
 
 Deterministic (`derandomize=True`, no example database). The number of cases run is printed in pytest's
-terminal summary (tests/conftest.py) as "property-based test cases: N" (2477 when all pass; a failing test adds
+terminal summary (tests/conftest.py) as "property-based test cases: N" (2482 when all pass; a failing test adds
 hypothesis' shrinking replays). Exploring: SFCOMP_PROPERTY_LOG=FILE
 records every failing case there as JSON lines instead of stopping at the first; SFCOMP_PROPERTY_OUTCOMES=FILE
 records every command case's exit code and stderr.
@@ -29,6 +30,7 @@ import json
 import math
 import operator
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -187,6 +189,16 @@ def _same_rows(got, want: np.ndarray) -> bool:
     """Arrays, or a list of chunks, holding exactly `want`'s rows in `want`'s dtype."""
     parts = got if isinstance(got, list) else [np.asarray(got)]
     return all(c.dtype == want.dtype for c in parts) and b"".join(c.tobytes() for c in parts) == want.tobytes()
+
+
+def _same_table(got, want) -> bool:
+    """The same schema and the same values row by row; a NaN equals a NaN (`Table.equals` says it does not)."""
+    def same(a, b) -> bool:
+        return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+    return got.schema.equals(want.schema) and all(
+        len(g) == len(w) and all(map(same, g, w))
+        for g, w in zip(got.to_pydict().values(), want.to_pydict().values(), strict=True))
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -408,21 +420,45 @@ def test_a_valid_score_file_reads_back_exactly(scratch, pairs, fields, data, mma
 COLUMN_NAMES = ["uid", "url", "text", "status", "clip_b32_similarity_score", "original_width", "key"]
 HEX = "0123456789abcdef"
 uid_like = st.text(HEX, min_size=32, max_size=32) | st.text(HEX + "ABCXYZ -", max_size=34)
+uid_near_miss = st.one_of(st.text(HEX, min_size=32, max_size=32).map(str.upper).filter(lambda u: u != u.lower()),
+                          st.text(HEX, min_size=31, max_size=31), st.text(HEX, min_size=33, max_size=33),
+                          st.none())
 
 
 @st.composite
-def parquet_tables(draw):
+def parquet_tables(draw, clean_uids: bool = False):
+    """A table of random columns; `clean_uids`: it has a `uid` column whose rows are valid uids, all of them or all
+    but one near miss."""
     import pyarrow as pa
 
     n = draw(st.integers(0, 6))
     names = draw(st.lists(st.sampled_from(COLUMN_NAMES), min_size=1, max_size=4, unique=True))
+    if clean_uids and "uid" not in names:
+        names = ["uid"] + names[:3]
     cols = {}
     for name in names:
-        kind = draw(st.sampled_from(["str", "uid", "int", "float", "binary", "null"]))
+        kinds = ["str", "uid", "int", "float", "binary", "null"]
+        kind = "uid" if clean_uids and name == "uid" else draw(st.sampled_from(kinds + ["uid"] * 5 if name == "uid" else kinds))
         if kind in ("str", "uid"):
             value = (uid_like if kind == "uid" else st.text(max_size=6)) | st.none()
+            # a uid column: mixed rows, clean (every row a uid), or clean but for one near miss
+            if kind == "str":
+                mode = "mixed"
+            else:
+                mode = draw(st.sampled_from(["clean", "one_bad"] if clean_uids else ["mixed", "clean", "one_bad"]))
+            if mode != "mixed":
+                value = st.text(HEX, min_size=32, max_size=32)
             vals = draw(st.lists(value, min_size=n, max_size=n))
-            cols[name] = pa.array(vals, pa.string())
+            if mode == "one_bad" and n:
+                vals[draw(st.integers(0, n - 1))] = draw(uid_near_miss)
+            # the string types a parquet writer may give a uid column (pandas category: dictionary)
+            arrow = draw(st.sampled_from(["string", "large_string", "binary", "large_binary", "dictionary"]))
+            if arrow == "dictionary":
+                cols[name] = pa.array(vals, pa.string()).dictionary_encode()
+            elif arrow in ("binary", "large_binary"):
+                cols[name] = pa.array([None if v is None else v.encode() for v in vals], getattr(pa, arrow)())
+            else:
+                cols[name] = pa.array(vals, getattr(pa, arrow)())
         elif kind == "int":
             cols[name] = pa.array(draw(st.lists(st.integers(-2**63, 2**63 - 1), min_size=n, max_size=n)), pa.int64())
         elif kind == "float":
@@ -442,22 +478,65 @@ def _parquet(table) -> bytes:
     return buf.getvalue()
 
 
-parquet_files = st.binary(max_size=300) | st.binary(max_size=200).map(lambda b: b"PAR1" + b + b"PAR1") | \
-    parquet_tables().map(_parquet).flatmap(mutated)
+parquet_files = st.one_of(st.binary(max_size=300), st.binary(max_size=200).map(lambda b: b"PAR1" + b + b"PAR1"),
+                          parquet_tables().map(_parquet), parquet_tables(clean_uids=True).map(_parquet),
+                          parquet_tables().map(_parquet).flatmap(mutated))
+UID_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+def metadata_in(data: bytes, columns: list[str] | None):
+    """The table a metadata parquet holds, only `columns` (None: all), or None when it must be refused: what
+    pyarrow's `read_table` reads from the bytes in memory, when every asked column is in the file's schema."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(io.BytesIO(data)).names
+        if columns is not None and any(c not in names for c in columns):
+            return None
+        return pq.read_table(io.BytesIO(data), columns=columns)
+    except Exception:  # noqa: BLE001 - not a parquet pyarrow reads
+        return None
+
+
+def uids_in(data: bytes) -> np.ndarray | None:
+    """The `uid` column of a metadata parquet as `u8,u8` (row order), or None when it must be refused: a column of
+    strings or bytes (plain or dictionary-encoded), no nulls, each exactly 32 lower-case hex characters."""
+    import pyarrow as pa
+
+    table = metadata_in(data, ["uid"])
+    if table is None:
+        return None
+    col = table.column("uid")
+    kind = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if not any(f(kind) for f in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                                 pa.types.is_large_binary)):
+        return None
+    values = [v.decode("latin-1") if isinstance(v, bytes) else v for v in col.to_pylist()]
+    if not all(isinstance(v, str) and UID_HEX.fullmatch(v) for v in values):
+        return None
+    return np.array([(int(v[:16], 16), int(v[16:], 16)) for v in values], dtype=UID_DTYPE)
 
 
 @READERS
 @given(data=parquet_files, columns=st.sampled_from([None, ["uid"], ["uid", "status"], ["nope"], []]))
-def test_metadata_parquet_readers_return_or_refuse(scratch, data, columns):
+def test_metadata_parquet_readers_outcome_is_predicted(scratch, data, columns):
+    """read_metadata_file and read_uids on any bytes: exactly the table `metadata_in` and the uids `uids_in`
+    find, or BadInputError where they find none."""
     from sfcomp.pool import read_metadata_file, read_uids
 
     CASES["metadata_parquet"] += 1
+    want_table, want_uids = metadata_in(data, columns), uids_in(data)
+    if OUTCOMES:
+        with open(OUTCOMES, "a") as f:
+            f.write(json.dumps({"test": "metadata_parquet", "table": want_table is not None,
+                                "uids": want_uids is not None}) + "\n")
     with Example(scratch) as d:
         p = d / "m.parquet"
         p.write_bytes(data)
         case = {"parquet": data, "columns": columns}
-        _expect_bad_input_only("read_metadata_file", case, read_metadata_file, str(p), columns)
-        _expect_bad_input_only("read_uids", case, read_uids, str(p))
+        _expect_outcome("read_metadata_file", case, lambda: read_metadata_file(str(p), columns), want_table,
+                        _same_table)
+        _expect_outcome("read_uids", case, lambda: read_uids(str(p)), want_uids, _same_rows)
 
 
 NPZ_KEYS = ["b32_img", "b32_txt", "l14_img", "x"]
