@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from sfcomp import uids as U
 from sfcomp.atomic import write_json, writing_pair
+from sfcomp.errors import BadInputError
 from sfcomp.export import sha256_file
 from sfcomp.guard import check_outputs
 from sfcomp.scorefile import sidecar_path
@@ -122,6 +123,9 @@ def run_baseline(a: BaselineArgs, log: Callable[[str], None] = lambda m: print(m
     files = R.parquet_files(a.metadata_dir)
     file_rows = R.check_columns(files, b.needed_columns(a), needed_by=b.name)
     n_pool = int(sum(file_rows))
+    if n_pool == 0:  # no fraction, threshold or rule means anything over no rows
+        raise BadInputError(a.metadata_dir, f"the pool has no rows (its {len(files)} metadata file"
+                                            f"{'s are' if len(files) != 1 else ' is'} empty)")
     for key in b.npz_keys:
         R.check_npz(files, file_rows, key)
     params = {k: v for k, v in asdict(a).items() if k not in ("save_path", "allow_empty", "extra")}

@@ -176,7 +176,11 @@ class Loop:
         self.pool.metadata_files()  # clear errors for a missing/empty pool before anything else
         self.pool_fingerprint = pool_fingerprint(self.pool)
         check_train_shards(config.train_shards, self.pool.shard_files())
-        n_rows = self.pool.metadata_row_count() if config.round0_frac < 1 or config.scale is None else None
+        n_rows = self.pool.metadata_row_count()  # parquet footers only
+        if n_rows == 0:  # before the cache or the workdir: nothing to train on, score or select
+            n_files = len(self.pool.metadata_files())
+            raise BadInputError(self.pool.metadata_dir, f"the pool has no rows (its {n_files} metadata file"
+                                                        f"{'s are' if n_files != 1 else ' is'} empty)")
         if config.round0_frac < 1:
             check_round0_frac(config.round0_frac, n_rows)
         self.reference = final_reference(config.scale, n_rows, config.final_samples_seen)
@@ -186,6 +190,7 @@ class Loop:
         config_json = self.wd.check_config(self.pool.root, self.pool_fingerprint, self.preset, self.loop_settings())
         self.fingerprint = self.wd.fingerprint
         self.data = self._open_data(cache_dir, cache_workers)
+        self._check_round0_mix()
         # truth.parquet, when it covers every sample of the pool (the report's precision figures)
         truth = read_truth(truth_path(self.pool.root)) if has_truth(self.pool.root) else None
         self.truth = truth if truth is not None and (truth.locate(self.data.uids) >= 0).all() else None
@@ -198,6 +203,18 @@ class Loop:
                     self.wd.check_config(self.pool.root, self.pool_fingerprint, self.preset, self.loop_settings())
                 elif self.rank == 0:
                     self.wd.write_config(config_json)
+
+    def _check_round0_mix(self) -> None:
+        """Refuse, before config.json is written, a pool whose shards hold no sample, or --train-shards naming
+        only shards that hold none: round 0 would train on nothing."""
+        if len(self.data.uids) == 0:
+            raise BadInputError(self.pool.shards_dir, "the pool's shards hold none of its metadata's samples")
+        if self.config.round0_frac < 1:  # of the samples the shards hold, which may be fewer than the rows
+            check_round0_frac(self.config.round0_frac, len(self.data.uids))
+        names = self.config.train_shards
+        if names and len(self.data.rows_of_shards(names)) == 0:
+            raise BadInputError(None, f"--train-shards {', '.join(map(str, names))} hold none of the pool's "
+                                      f"samples: round 0 would train on nothing")
 
     @contextmanager
     def _locked(self):
@@ -470,6 +487,7 @@ class Loop:
                         raise BadInputError(self.wd.checkpoint(k - 1, f), f"warm start needs round {k - 1}'s fold "
                                                                          f"{f} model; rerun round {k - 1}")
         check_round_index(self.workdir, k)  # before the round folder exists
+        made_rdir = not rdir.exists()
         rdir.mkdir(parents=True, exist_ok=True)
         self.wd.remove_stale_temps(rdir)
         cfg = self.config
@@ -477,7 +495,14 @@ class Loop:
         timings = {"train_s": 0.0, "score_s": 0.0, "select_s": 0.0, "report_s": 0.0}
 
         # 1. the mix
-        mix_rows = self._mix_rows(k)
+        try:
+            mix_rows = self._mix_rows(k)
+        except BadInputError:  # a refused round leaves nothing behind: its empty folder, round 0's config.json
+            if made_rdir and self.rank == 0 and not any(rdir.iterdir()):
+                rdir.rmdir()
+            if k == 0 and not self._round_started(0):
+                self._take_back()
+            raise
         recorded = self.wd.read_budget_cap(k)
         cap = recorded if recorded is not None else budget_cap
         if cap is not None and cap >= self.round_cap(k):
@@ -537,13 +562,21 @@ class Loop:
             self.wd.require_finished(k - 1)
             mix = U.read_subset(self.round_dir(k - 1) / "next_mix.npy", mmap=False)
         mask = U.isin_sorted(uids, U.sort_uids(mix))
+        n_mix = int(mask.sum())
         if cfg.train_shards:
             shard_mask = np.zeros(len(uids), bool)
             shard_mask[self.data.rows_of_shards(cfg.train_shards)] = True
             mask &= shard_mask
         rows = np.flatnonzero(mask)
         if len(rows) == 0:
-            raise BadInputError(self.round_dir(k), "round's training mix is empty (check --train-shards)")
+            why = (f"none of its {n_mix} samples is in --train-shards {', '.join(map(str, cfg.train_shards))}"
+                   if cfg.train_shards and n_mix else "it holds none of the pool's samples")
+            raise BadInputError(self.round_dir(k), f"round's training mix is empty: {why}")
+        if cfg.folds >= 2 and len(np.unique(fold_of(uids[rows], cfg.folds, cfg.seed, self._fold_round(k)))) == 1:
+            raise BadInputError(self.round_dir(k), f"round's training mix of {len(rows)} sample"
+                                                   f"{'s' if len(rows) != 1 else ''} lies in one fold: that fold's "
+                                                   f"model would train on nothing (--folds {cfg.folds}: each model "
+                                                   "trains on the mix outside its fold)")
         if self.rank == 0:
             U.write_subset(self.round_dir(k) / "mix.npy", uids[rows])
         return rows

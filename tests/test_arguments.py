@@ -174,6 +174,39 @@ def test_refused_train_shards_then_corrected_rerun_works(base, tmp_path):
     assert code == 0, err
 
 
+@pytest.mark.parametrize("command", ["round", "run"])
+def test_train_shards_naming_only_an_empty_shard_is_refused_and_the_rerun_works(base, tmp_path, command):
+    # an audit (2026-12-04) found such a run left config.json and an empty round_00/, which then refused the
+    # corrected rerun as "a different configuration"; the cache it built (the pool's, valid) is kept for the rerun
+    import shutil
+    import tarfile
+
+    pool = tmp_path / "pool"
+    shutil.copytree(base["pool"], pool)
+    tarfile.open(pool / "shards" / "00000002.tar", "w").close()
+    args = ("--pool", pool, "--workdir", tmp_path / "work", "--preset", base["preset"], "--cache-dir",
+            tmp_path / "cache", "--threads", "1", "--quiet", "--steps", "1")
+    more = ("--rounds", "1") if command == "run" else ()
+    r = H.cli(command, *args, *more, "--train-shards", "00000002")
+    H.assert_one_line_error(r, None, "--train-shards 00000002 hold none of the pool's samples")
+    assert not (tmp_path / "work").exists()
+    code, _, err = H.cli(command, *args, *more, "--train-shards", "00000000")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("seed,fragment", [
+    (3, "round's training mix is empty: none of its 1 samples is in --train-shards 00000000"),
+    (0, "round's training mix of 1 sample lies in one fold: that fold's model would train on nothing (--folds 2"),
+])
+def test_a_round_0_mix_no_model_can_train_on_is_refused_and_leaves_no_workdir(base, tmp_path, seed, fragment):
+    # --round0-frac 0.01 draws one sample of the whole pool: with seed 3 it is not in shard 00000000; with seed 0
+    # it is, and it lies in one of the two folds (the other fold's model used to stop with a ValueError traceback)
+    r = _loop(base, tmp_path, "round", "--steps", "1", "--round0-frac", "0.01", "--seed", str(seed),
+              "--train-shards", "00000000")
+    H.assert_one_line_error(r, tmp_path / "work" / "round_00", fragment)
+    assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.parametrize("content,problem", [("{not json", "not JSON"), ("[1, 2]", "not a JSON object")])
 def test_corrupt_config_json_in_the_workdir_is_one_line(base, tmp_path, content, problem):
     work = tmp_path / "work"

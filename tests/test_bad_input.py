@@ -117,6 +117,18 @@ def test_empty_pools(base, tmp_path):
     shutil.copytree(base["pool"] / "metadata", noshards / "metadata")
     (noshards / "shards").mkdir()
     H.assert_one_line_error(_round(base, noshards, tmp_path), noshards / "shards", "no .tar shards (empty pool)")
+    # metadata files that hold a schema and no rows (found by an audit, 2026-12-04: the run wrote config.json and
+    # an empty round_00/, and that workdir then refused the repaired pool's rerun as "a different configuration")
+    zero = tmp_path / "zero"
+    shutil.copytree(base["pool"], zero)
+    for p in _parquets(zero):
+        pq.write_table(pq.read_table(p).slice(0, 0), p)
+    for command in ("round", "run"):
+        r = H.cli(command, "--pool", zero, "--workdir", tmp_path / "work", "--preset", base["preset"],
+                  "--cache-dir", tmp_path / "cache", "--steps", "1", "--quiet")
+        H.assert_one_line_error(r, zero / "metadata", f"the pool has no rows (its {len(_parquets(zero))} metadata "
+                                                      "files are empty)")
+        assert not (tmp_path / "work").exists()
     # a pool folder that does not exist
     H.assert_one_line_error(_round(base, tmp_path / "nowhere" / "pool", tmp_path),
                             tmp_path / "nowhere" / "pool" / "metadata", "does not exist")

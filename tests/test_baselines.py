@@ -380,6 +380,24 @@ def test_empty_selection_is_an_error_and_writes_nothing(pool, tmp_path):
     assert not out.exists() and not Path(str(out) + ".json").exists()
 
 
+@pytest.mark.parametrize("args", [["clip_score", "--arch", "b32", "--fraction", "0.3"],
+                                  ["clip_score", "--arch", "l14", "--threshold", "0.1", "--allow-empty"],
+                                  ["no_filter", "--allow-empty"], ["random", "--fraction", "0.5"]])
+def test_a_pool_of_zero_rows_is_refused_in_one_line(tmp_path, args):
+    # the schema is there, the rows are not: a fraction has no threshold, a kept fraction no denominator
+    from sfcomp.cli import main
+
+    meta = write_pool(tmp_path, [row(i) for i in range(4)], n_files=2, npz=False)
+    for f in meta.glob("*.parquet"):
+        pq.write_table(pq.read_table(f).slice(0, 0), f)
+    out = tmp_path / "o.npy"
+    res = CliRunner().invoke(main, ["baseline", *args, "--metadata-dir", str(meta), "--save-path", str(out),
+                                    "--num-workers", "1"])
+    assert res.exit_code == 2
+    assert res.output == f"error: {meta}: the pool has no rows (its 2 metadata files are empty)\n"
+    assert not out.exists() and not Path(f"{out}.json").exists()
+
+
 def test_error_in_a_worker_process_reaches_the_caller_as_one_line(tmp_path):
     rows = [row(i) for i in range(4)]
     rows[3]["uid"] = "Z" * 32
