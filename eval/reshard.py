@@ -4,7 +4,8 @@
   search; a uid listed k times is written k times (upsampling), as keys `<uid>-0 ... <uid>-(k-1)`.
 - An UNSORTED subset is refused (DataComp's resharder would silently select the wrong samples).
 - Requested vs found counts are reported; uids missing from the shards (failed downloads, unknown uids) are
-  counted, not fatal.
+  counted, not fatal. A subset uid in two input samples (a pool holds each uid once) is refused, so found counts
+  never exceed the request.
 - Output: `OUT/{:08d}.tar` shards of at most `shard_size` samples (all members copied byte for byte),
   `OUT/{:08d}_stats.json` ({"successes": n}), `OUT/sample_ids.npy` (copy of the subset), `OUT/meta.json`
   (with DataComp's `output_shard_count` / `output_shard_format` keys, which its train.py reads). meta.json is
@@ -109,6 +110,25 @@ def subset_counts(sorted_subset: np.ndarray, query: np.ndarray) -> np.ndarray:
     return (hi - lo).astype(np.int64)
 
 
+def subset_positions(sorted_subset: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Index of each `query` uid's first occurrence in `sorted_subset` (only meaningful where its count is > 0)."""
+    return np.searchsorted(sorted_subset, query, side="left")
+
+
+def _written_uids(out: Path, n_shards: int) -> list[str]:
+    """The uids of the samples in output shards 0..n_shards-1 (from member names `<uid>-<j>.<ext>`, headers only)."""
+    import tarfile
+
+    uids = set()
+    for i in range(n_shards):
+        with tarfile.open(out / OUTPUT_SHARD_FORMAT.format(i), "r:") as tar:
+            for name in tar.getnames():
+                key, _ = split_member(name)
+                if key is not None:
+                    uids.add(key.rsplit("-", 1)[0])
+    return sorted(uids)
+
+
 def _input_shards(input_dir: str) -> tuple[str, list[str]]:
     """(shards folder, sorted tar paths). `input_dir` is a pool root (with shards/) or a shards folder."""
     root = Path(input_dir)
@@ -164,6 +184,10 @@ def _expected_count(tar_path: str) -> int | None:
         return int(json.loads(stats.read_text())["successes"])
     except (json.JSONDecodeError, KeyError, ValueError, TypeError) as e:
         raise BadInputError(stats, f"unreadable img2dataset stats ({e})") from None
+
+
+class _SecondSample(BadInputError):
+    """A subset uid met in a second input sample: the run is refused (reshard cleans up first)."""
 
 
 class _ShardStream:
@@ -342,6 +366,13 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
     shard: _ShardStream | None = None  # the output shard being filled; it started where the saved state points
     errors: list[str] = []
     found_unique = 0  # counted over a full pass only (not meaningful after a resume)
+    # subset uids already written: a pool lists each uid once, a second sample with one is refused. On a resume,
+    # read back from the finished output shards (the input shard it resumes in re-reads its written samples as
+    # skipped ones, which are not second samples)
+    written = np.zeros(len(subset), bool)
+    if state["shards_done"]:
+        done_uids = U.hex_to_uids(_written_uids(out, state["shards_done"]), out)
+        written[subset_positions(subset, done_uids)] = True
 
     def flush() -> None:
         nonlocal shard_id, shard, output_count
@@ -387,8 +418,14 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
                     keep, uid_hex = [g[0] for g in good], [g[1] for g in good]
                     q = U.concat(g[2] for g in good)
                 counts = subset_counts(subset, q)
-                for s, c, uid in zip(keep, counts, uid_hex):
+                positions = subset_positions(subset, q)
+                for s, c, uid, pos in zip(keep, counts, uid_hex, positions):
                     if c:
+                        if written[pos] and not to_skip:
+                            raise _SecondSample(tars[ti], f"sample {s['__key__']}: uid {uid} is in the input "
+                                                          "shards twice (an earlier sample has it; a pool holds "
+                                                          "each uid once)")
+                        written[pos] = True
                         found_unique += 1
                     for j in range(int(c)):
                         selected_here += 1
@@ -416,9 +453,17 @@ def reshard(input_dir: str | os.PathLike, subset_file: str | os.PathLike, output
                 save_state(ti + 1, 0)
         if shard is not None:
             flush()
-    except BaseException:
+    except BaseException as e:
         if shard is not None:
             shard.abort()
+        if isinstance(e, _SecondSample):
+            if state["shards_done"] == 0:  # this run wrote all there is: take it back
+                _remove_own_files(out)
+                for d in made:  # innermost first
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
+            raise BadInputError(e.path, e.problem + ("; nothing written" if state["shards_done"] == 0 else
+                                                     f"; {out}'s finished shards are kept")) from None
         raise
     save_state(len(tars), 0)
 

@@ -109,6 +109,53 @@ def test_reshard_refuses_unsorted_subset(pool, tmp_path):
     assert r.stderr.startswith("error: ") and "not sorted" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def _pool_copy_with_a_second_copy_of_shard_0(root: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(root, dst)
+    last = max(int(p.stem) for p in (dst / "shards").glob("*.tar"))
+    shutil.copy(dst / "shards" / "00000000.tar", dst / "shards" / f"{last + 1:08d}.tar")
+    return dst / "shards" / f"{last + 1:08d}.tar"
+
+
+def test_reshard_refuses_a_pool_holding_a_uid_twice_and_writes_nothing(pool, tmp_path):
+    # found by an audit (2026-12-04): "resharded 90/60 requested samples ... -30 not found"
+    root, info = pool
+    second = _pool_copy_with_a_second_copy_of_shard_0(root, tmp_path / "dup")
+    U.write_subset(tmp_path / "sub.npy", U.hex_to_uids(sorted(info["present"])))
+    r = subprocess.run([*SFCOMP, "reshard", "-i", str(tmp_path / "dup"), "-s", str(tmp_path / "sub.npy"), "-o",
+                        str(tmp_path / "out" / "r")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: {second}: sample ") and "is in the input shards twice" in r.stderr
+    assert r.stderr.rstrip().endswith("; nothing written")
+    assert not (tmp_path / "out").exists()
+
+
+def test_reshard_resumed_past_a_uid_it_wrote_refuses_its_second_sample(pool, tmp_path, monkeypatch):
+    # the first sample with the uid is in an output shard a killed run finished: read back from it on resume
+    root, info = pool
+    U.write_subset(tmp_path / "sub.npy", U.hex_to_uids(sorted(info["present"])))
+    real_write, calls = R._ShardStream.write, {"n": 0}
+
+    def crash_in_the_second_shard(self, key, sample):
+        calls["n"] += 1
+        if calls["n"] == 60:
+            raise KeyboardInterrupt("simulated crash")
+        real_write(self, key, sample)
+
+    import shutil
+    shutil.copytree(root, tmp_path / "pool")
+    monkeypatch.setattr(R._ShardStream, "write", crash_in_the_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        R.reshard(tmp_path / "pool", tmp_path / "sub.npy", tmp_path / "out", shard_size=40, log=lambda m: None)
+    monkeypatch.setattr(R._ShardStream, "write", real_write)
+    last = max(int(p.stem) for p in (tmp_path / "pool" / "shards").glob("*.tar"))
+    shutil.copy(tmp_path / "pool" / "shards" / "00000000.tar", tmp_path / "pool" / "shards" / f"{last + 1:08d}.tar")
+    with pytest.raises(BadInputError, match=r"is in the input shards twice .*; \S+'s finished shards are kept"):
+        R.reshard(tmp_path / "pool", tmp_path / "sub.npy", tmp_path / "out", shard_size=40, log=lambda m: None)
+    assert (tmp_path / "out" / "00000000.tar").exists() and not (tmp_path / "out" / "meta.json").exists()
+
+
 def test_reshard_resumes_after_a_crash_to_the_same_bytes(pool, tmp_path, monkeypatch):
     root, info = pool
     U.write_subset(tmp_path / "sub.npy", U.hex_to_uids(sorted(info["present"])[::2]))
