@@ -207,6 +207,31 @@ def test_out_inside_the_images_folder_is_refused(inputs):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("how", ["relative", "link"])
+def test_out_inside_a_folder_the_table_reaches_outside_images_is_refused(inputs, tmp_path, how):
+    # found by an audit (2026-12-04): absolute names were checked, `../other/x.png` and links were not
+    import shutil
+
+    root, _ = inputs
+    images, other = tmp_path / "images", tmp_path / "other"
+    shutil.copytree(root / "images", images)
+    other.mkdir()
+    shutil.copy(images / "photo_1.jpg", other / "elsewhere.jpg")
+    name = "../other/elsewhere.jpg"
+    if how == "link":
+        (images / "linked.jpg").symlink_to(other / "elsewhere.jpg")
+        name = "linked.jpg"
+    table = tmp_path / "captions.csv"
+    rows = pd.read_csv(root / "captions.csv")
+    pd.concat([rows, pd.DataFrame([{"file": name, "caption": "a red picture from elsewhere", "label": "red"}])]) \
+        .to_csv(table, index=False)
+    out = other / "pool"
+    before = H.all_files(other)
+    r = H.cli("make-pool", "--source", "folder", "--images", images, "--captions", table, "--out", out, "--direct")
+    H.assert_one_line_error(r, out, "--out lies inside the input")
+    assert H.all_files(other) == before
+
+
 def test_url_rows_are_refused_in_one_line(inputs, tmp_path):
     root, _ = inputs
     table = tmp_path / "urls.csv"

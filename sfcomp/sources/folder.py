@@ -237,9 +237,15 @@ class FolderSource(ScannedSource):
 
     def input_paths(self) -> list[Path]:
         paths = [p for p in (self.images_dir, self.captions_path) if p is not None]
-        if self._table is not None and self.images_dir is not None:  # absolute file names outside --images
-            root = str(self.images_dir.resolve())
-            outside = {str(Path(_text(f)).resolve().parent) for f in self._table["file"]
-                       if _text(f).startswith("/") and not str(Path(_text(f)).resolve()).startswith(root + "/")}
-            paths += [Path(p) for p in sorted(outside)]
+        if self._table is not None and self.images_dir is not None:
+            # images the table names outside --images (absolute, `../`, or through a link): their folders too
+            root = self.images_dir.resolve()
+            outside = set()
+            for f in self._table["file"]:
+                if not (name := _text(f)):
+                    continue
+                real = (self.images_dir / name).resolve()
+                if not real.is_relative_to(root):
+                    outside.add(real.parent)
+            paths += sorted(outside)
         return paths
