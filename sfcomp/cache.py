@@ -189,6 +189,11 @@ class PoolCache:
         return np.flatnonzero(np.isin(self.shard, ids))
 
 
+def default_cache_root(pool_root: str) -> Path:
+    """The folder caches go in without --cache-dir: $SFCOMP_CACHE_DIR, else POOL/.sfcomp-cache."""
+    return Path(os.environ.get("SFCOMP_CACHE_DIR") or Path(pool_root) / ".sfcomp-cache")
+
+
 def cache_dir_for(pool_root: str, preset: dict, cache_root: str | os.PathLike | None = None,
                   fingerprint: str | None = None) -> Path:
     """Where a pool's cache lives for a preset: POOL/.sfcomp-cache/<image_size>px-ctx<context_length>, or, under

@@ -165,15 +165,27 @@ def check_clear_of_pool(folder: PathLike, pool_root: PathLike, *, what: str, cho
         raise BadInputError(folder, f"{what} {how} the pool folder {os.fspath(pool_root)}; choose {choose}")
 
 
-def check_loop_dirs(pool_root: PathLike, workdir: PathLike, cache_dir: PathLike | None = None) -> None:
+def check_loop_dirs(pool_root: PathLike, workdir: PathLike, cache_dir: PathLike | None = None,
+                    round0_from: PathLike | None = None, default_cache_root: PathLike | None = None) -> None:
     """`round`/`run`: the workdir may not be or contain the pool, nor lie inside its metadata/ or shards/; the same
-    for an explicit --cache-dir (the default POOL/.sfcomp-cache is the tool's own folder, not an input)."""
+    for an explicit --cache-dir (the default POOL/.sfcomp-cache is the tool's own folder, not an input). The
+    workdir may not be or lie inside the cache folder (explicit or `default_cache_root`), whose files the cache
+    builder owns; --round0-from's workdir is an input.
+    `default_cache_root`: where caches go without --cache-dir."""
     inputs = [] if is_url(pool_root) else pool_inputs(pool_root)
     if inputs:
         check_clear_of_pool(workdir, pool_root, what="--workdir",
                             choose="a workdir outside the pool (or at least outside its metadata/ and shards/)")
-    check_outputs([workdir], inputs, what="--workdir", kind="dir")
+    check_outputs([workdir], [*inputs, round0_from], what="--workdir", kind="dir")
     check_outputs([cache_dir], inputs, what="--cache-dir", kind="dir")
+    if cache_dir is not None and not is_url(cache_dir):
+        # a cache inside the workdir is fine (the workdir's files go by name); a workdir in the cache is not
+        if (how := overlap(workdir, cache_dir)) in ("is", "inside"):
+            raise BadInputError(workdir, f"--workdir {'is' if how == 'is' else 'lies inside'} the --cache-dir "
+                                         f"{os.fspath(cache_dir)}; choose a workdir outside it")
+    elif default_cache_root is not None and overlap(workdir, default_cache_root) in ("is", "inside"):
+        raise BadInputError(workdir, f"--workdir lies inside the cache folder {os.fspath(default_cache_root)}; "
+                                     "choose a workdir outside it")
 
 
 def refuse_foreign_folder(folder: PathLike, *, markers: Sequence[str], leftovers: Sequence[str], what: str,

@@ -50,7 +50,7 @@ from .crossfit import derive_seed, fold_membership, fold_of
 from .defaults import LOOP_DEFAULTS as DEFAULTS
 from .distributed import all_gather, barrier, check_device, default_device, maybe_init_distributed
 from .errors import BadInputError
-from .guard import check_loop_dirs
+from .guard import check_loop_dirs, is_url
 from .pool import Pool, pool_fingerprint
 from .score import cosine_scores
 from .scoretypes import ModelCosines, available, compute_fields
@@ -156,14 +156,18 @@ class Loop:
     ROUND0_FREE = ROUND0_FREE
 
     def __init__(self, pool: str, workdir: str | os.PathLike, config: LoopConfig, cache_dir: str | None = None,
-                 device: str | None = None, progress: bool = True, cache_workers: int = 1):
+                 device: str | None = None, progress: bool = True, cache_workers: int = 1,
+                 round0_from: str | os.PathLike | None = None):
+        """`round0_from`: the workdir `adopt_round0` will take round 0 from (an input: checked here)."""
+        from .cache import default_cache_root
         from .model import load_preset
         from .truth import has_truth, read_truth, truth_path
 
         config.check()
         self.pool = Pool(resolve_pool(pool))
         self.workdir = Path(workdir)
-        check_loop_dirs(self.pool.root, self.workdir, cache_dir)  # input protection (sfcomp.guard)
+        check_loop_dirs(self.pool.root, self.workdir, cache_dir, round0_from,  # input protection (sfcomp.guard)
+                        default_cache_root=None if is_url(self.pool.root) else default_cache_root(self.pool.root))
         self.config = config
         self.preset = load_preset(config.preset)
         self.stop_rule = stop_rule(self.preset) if config.stop == "heldout" else None

@@ -316,7 +316,7 @@ class PoolBuilder:
                     pq.write_table(table, f)
 
         kw = dict(image_size=self.args["image_size"], processes=self.processes, threads=self.threads,
-                  samples_per_shard=self.args["samples_per_shard"], timeout=self.timeout)
+                  samples_per_shard=self.args["samples_per_shard"], timeout=self.timeout, quiet=not self.progress)
         if self.direct:
             write_url_lists(url_port)
             write_json(str(blob) + ".routes.json",

@@ -334,6 +334,52 @@ def test_loop_workdir_inside_the_pool_with_the_default_cache_runs(base, tmp_path
     keep.check()
 
 
+@pytest.fixture(scope="module")
+def finished_round0(base, tmp_path_factory):
+    """A workdir with round 0 finished (a --round0-from source) and the cache it was built with."""
+    root = tmp_path_factory.mktemp("round0")
+    preset = H.write_micro_preset(root / "micro.json")
+    code, _, err = H.cli("round", "--pool", base["pool"], "--workdir", root / "w0", "--preset", preset,
+                         "--cache-dir", root / "cache", "--steps", "1", "--threads", "1", "--quiet")
+    assert code == 0, err
+    return {"w0": root / "w0", "cache": root / "cache", "preset": preset}
+
+
+@pytest.mark.parametrize("where,fragment", [
+    ("w0", "--workdir is an input of this command"), ("w0/sub", "--workdir lies inside the input"),
+    ("cache", "--workdir is the --cache-dir"), ("cache/w", "--workdir lies inside the --cache-dir"),
+])
+def test_loop_workdir_inside_the_round0_source_or_the_cache_is_refused(base, finished_round0, tmp_path, where,
+                                                                       fragment):
+    # found by an audit (2026-12-04): both were accepted (only the pool's parts were checked)
+    w0, cache = finished_round0["w0"], finished_round0["cache"]
+    workdir = {"w0": w0, "w0/sub": w0 / "sub", "cache": cache, "cache/w": cache / "w"}[where]
+    keep = Unchanged(w0, cache)
+    r = H.cli("run", "--pool", base["pool"], "--workdir", workdir, "--preset", finished_round0["preset"],
+              "--cache-dir", cache, "--round0-from", w0, "--rounds", "2", "--steps", "1", "--threads", "1", "--quiet")
+    H.assert_one_line_error(r, workdir, fragment)
+    keep.check()
+
+
+def test_loop_workdir_inside_the_default_cache_is_refused(base, tmp_path):
+    pool = _copy_pool(base, tmp_path)
+    workdir = pool / ".sfcomp-cache" / "w"
+    r = H.cli("round", "--pool", pool, "--workdir", workdir, "--preset", H.write_micro_preset(tmp_path / "m.json"),
+              "--steps", "1", "--threads", "1", "--quiet")
+    H.assert_one_line_error(r, workdir, f"--workdir lies inside the cache folder {pool / '.sfcomp-cache'}")
+    assert not (pool / ".sfcomp-cache").exists()
+
+
+def test_loop_cache_inside_the_workdir_and_round0_from_a_sibling_run(base, finished_round0, tmp_path):
+    # the layouts that stay allowed: W/cache, and --round0-from another workdir
+    w = tmp_path / "w"
+    code, _, err = H.cli("run", "--pool", base["pool"], "--workdir", w, "--preset", finished_round0["preset"],
+                         "--cache-dir", w / "cache", "--round0-from", finished_round0["w0"], "--rounds", "1",
+                         "--steps", "1", "--threads", "1", "--quiet")
+    assert code == 0, err
+    assert (w / "round_00" / "done.json").exists() and (w / "cache" / "manifest.json").exists()
+
+
 def test_export_into_its_score_folder(base, tmp_path):
     # a folder of score files is accepted by the library (the CLI takes files): an output inside it is refused
     from sfcomp.errors import BadInputError

@@ -219,7 +219,7 @@ def test_rerun_is_a_no_op_and_other_args_refused(pool):
         make_pool(out, **dict(QUICK, noise=0.3))
 
 
-def test_direct_build_gives_the_same_files(pool, tmp_path):
+def test_direct_build_gives_the_same_files(pool, tmp_path, capfd):
     import shutil
 
     from sfcomp.makepool import PoolBuilder
@@ -230,7 +230,9 @@ def test_direct_build_gives_the_same_files(pool, tmp_path):
     (b.work / "reference").mkdir(parents=True)  # same seed, same models: reuse them to save the training
     for p in (out / "reference").glob("*.pt"):
         shutil.copyfile(p, b.work / "reference" / p.name)
+    capfd.readouterr()
     info = b.build()
+    assert capfd.readouterr().out == ""  # progress=False (make-pool --quiet): img2dataset's progress too
     a, b = _metadata(out), _metadata(tmp_path / "direct")
     pd.testing.assert_frame_equal(a.drop(columns="face_bboxes"), b.drop(columns="face_bboxes"))  # scores too
     sa, sb = _shard_samples(out), _shard_samples(tmp_path / "direct")

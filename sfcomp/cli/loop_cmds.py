@@ -135,7 +135,7 @@ def _make_loop(pool, workdir, preset, seed, score, folds, top_frac, random_frac,
 
         torch.set_num_threads(threads)
     loop = Loop(pool, workdir, cfg, cache_dir=cache_dir, device=device, progress=not quiet,
-                cache_workers=cache_workers)
+                cache_workers=cache_workers, round0_from=round0_from)
     if round0_from and loop.adopt_round0(round0_from) and loop.rank == 0:
         click.echo(f"round 0: models and scores taken from {round0_from}")
     return loop
